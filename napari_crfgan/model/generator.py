@@ -1,0 +1,65 @@
+"""Generator parts: trunk G^A, sub-volume head G^H, HA-GAN's low-resolution head G^L.
+
+Shapes (B = batch, C = embedding channels, e = size // 4):
+  G^A: z [B, latent (+ classes)] -> embedding [B, C, e, e, e]
+  G^H: embedding slab [B, C, d, e, e] -> image [B, 1, 4d, 4e, 4e]
+  G^L: embedding [B, C, e, e, e] -> low-resolution image [B, 1, e, e, e]
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import ConvBlock, OutputConv
+from .presets import ModelConfig
+
+
+class Trunk(nn.Module):
+    """G^A: latent code to the intermediate embedding of the whole volume."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        ch = cfg.trunk_channels
+        self.base = ch[0]
+        self.fc = nn.Linear(cfg.latent_dim + cfg.num_classes, ch[0] * 4**3)
+        first_up = len(ch) - cfg.trunk_upsamplings
+        cins = (ch[0],) + ch[:-1]
+        self.blocks = nn.Sequential(
+            *(ConvBlock(cin, cout, cfg.groups, upsample=i >= first_up)
+              for i, (cin, cout) in enumerate(zip(cins, ch)))
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.fc(z).view(z.shape[0], self.base, 4, 4, 4)
+        return self.blocks(x)
+
+
+class SubVolumeHead(nn.Module):
+    """G^H: an embedding slab (or the whole embedding) to full-resolution voxels."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.block = ConvBlock(cfg.embedding_channels, cfg.head_channel, cfg.groups, upsample=True)
+        self.out = OutputConv(cfg.head_channel, upsample=True)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.out(self.block(h))
+
+
+class LowResHead(nn.Module):
+    """G^L (HA-GAN only): the whole embedding to a low-resolution image."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        chans = (cfg.embedding_channels,) + cfg.low_head_channels
+        self.blocks = nn.Sequential(*(ConvBlock(a, b, cfg.groups) for a, b in zip(chans, chans[1:])))
+        self.out = OutputConv(chans[-1])
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.out(self.blocks(h))
+
+
+def embedding_slab(embedding: torch.Tensor, crop_idx: int, cfg: ModelConfig) -> torch.Tensor:
+    """The embedding slices that G^H decodes into the image slab starting at `crop_idx`."""
+    start = crop_idx // 4
+    return embedding[:, :, start:start + cfg.slab // 4]

@@ -1,0 +1,157 @@
+"""Model configuration: one frozen dataclass, and the named presets.
+
+Every size in the networks derives from a `ModelConfig`; a preset is just a named
+instance. The config is stored inside every checkpoint, so a checkpoint fully
+describes the networks it holds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+SYSTEMS = ("crfgan", "hagan")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and optimisation settings shared by CRF-GAN and HA-GAN.
+
+    Volumes are cubes of side `size`; the embedding made by the trunk G^A is a cube
+    of side `size // 4` with `trunk_channels[-1]` channels; training slabs are
+    `size // 8` slices thick along D.
+    """
+
+    size: int = 256
+    latent_dim: int = 1024
+    # G^A: a Linear to trunk_channels[0] x 4^3, then one conv per entry; the last
+    # log2(size / 16) convs are preceded by a nearest x2 upsampling.
+    trunk_channels: tuple[int, ...] = (512, 512, 256, 128, 64)
+    # G^H: embedding channels -> head_channel (after x2 up) -> 1 (after x2 up).
+    head_channel: int = 32
+    # G^L (HA-GAN low-res head): embedding channels -> ... -> 1 at the embedding size.
+    low_head_channels: tuple[int, ...] = (32, 16)
+    groups: int = 8  # GroupNorm groups in generator and encoders
+    # D^H: widest conv of the sub-volume discriminator; earlier convs halve it.
+    d_high_width: int = 512
+    d_high_feature: int = 128  # channels of the last conv, before the crop position
+    d_high_hidden: int = 64  # hidden units of the SNLinear tail
+    # D^L and E^G: widest conv; earlier convs halve it.
+    d_low_width: int = 256
+    e_global_width: int = 256
+    # CRF over the embedding: patch grid (nodes along D, H, W); N = product.
+    crf_grid: tuple[int, int, int] = (4, 4, 4)
+    crf_iterations: int = 10
+    crf_decay_iterations: int = 60000  # CRF weight w = max(0.5 - 0.5 * it / this, 0)
+    num_classes: int = 0  # > 0: class-conditional (AC-GAN) variant
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4
+    lr_e: float = 1e-4
+    lr_crf: float = 4e-4
+    betas: tuple[float, float] = (0.0, 0.999)
+    class_loss_weight: float = 0.1  # weight of the fake-class CE in the G loss
+
+    def __post_init__(self) -> None:
+        if self.size < 32 or self.size & (self.size - 1):
+            raise ValueError(f"size must be a power of two >= 32, got {self.size}")
+        if self.trunk_upsamplings > len(self.trunk_channels):
+            raise ValueError(
+                f"size {self.size} needs at least {self.trunk_upsamplings} trunk convs"
+            )
+        for name, c in [("trunk", self.trunk_channels), ("head", (self.head_channel,))]:
+            if any(ch % self.groups for ch in c):
+                raise ValueError(f"{name} channels {c} must be multiples of groups={self.groups}")
+        e = self.embedding_size
+        if any(e % g for g in self.crf_grid):
+            raise ValueError(f"crf_grid {self.crf_grid} must divide the embedding side {e}")
+
+    @property
+    def embedding_size(self) -> int:
+        return self.size // 4
+
+    @property
+    def embedding_channels(self) -> int:
+        return self.trunk_channels[-1]
+
+    @property
+    def trunk_upsamplings(self) -> int:
+        return int(math.log2(self.embedding_size // 4))
+
+    @property
+    def slab(self) -> int:
+        """Thickness (slices along D) of a training sub-volume."""
+        return self.size // 8
+
+    @property
+    def max_crop(self) -> int:
+        """Largest slab start; also the crop-position normaliser fed to D^H."""
+        return self.size - self.slab
+
+    @property
+    def crf_nodes(self) -> int:
+        return math.prod(self.crf_grid)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - fields
+        if unknown:
+            raise ValueError(f"unknown config fields: {sorted(unknown)}")
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kw)
+
+
+def _paper(size: int, grid: tuple[int, int, int]) -> ModelConfig:
+    return ModelConfig(size=size, crf_grid=grid)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # The papers' widths. CRF patch grids: 4x4x4 patches of 16^3 at 256 (N = 64),
+    # 2x4x4 of 16x8x8 at 128 (N = 32), 1x4x4 of 16x4x4 at 64 (N = 16): the node
+    # counts of the reference code, with nodes as spatial patches.
+    "paper-256": _paper(256, (4, 4, 4)),
+    "paper-128": _paper(128, (2, 4, 4)),
+    "paper-64": _paper(64, (1, 4, 4)),
+    # Narrow CPU presets: a few iterations per second on 2 cores.
+    "small-64": ModelConfig(
+        size=64,
+        latent_dim=128,
+        trunk_channels=(128, 128, 64, 32, 16),
+        head_channel=8,
+        low_head_channels=(8, 8),
+        d_high_width=128,
+        d_high_feature=64,
+        d_high_hidden=32,
+        d_low_width=64,
+        e_global_width=64,
+        crf_grid=(2, 2, 2),
+        crf_decay_iterations=20000,
+    ),
+    # For tests: the smallest volume the layout allows.
+    "tiny-32": ModelConfig(
+        size=32,
+        latent_dim=32,
+        trunk_channels=(32, 16, 16, 8, 8),
+        head_channel=8,
+        low_head_channels=(8, 8),
+        d_high_width=32,
+        d_high_feature=16,
+        d_high_hidden=16,
+        d_low_width=16,
+        e_global_width=16,
+        crf_grid=(2, 2, 2),
+        crf_decay_iterations=1000,
+    ),
+}
+
+
+def get_config(preset: str, **overrides) -> ModelConfig:
+    """The named preset, with optional field overrides (e.g. num_classes=2)."""
+    try:
+        cfg = PRESETS[preset]
+    except KeyError:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}") from None
+    return dataclasses.replace(cfg, **overrides) if overrides else cfg

@@ -1,0 +1,154 @@
+"""What CRF-GAN and HA-GAN share: latent draws, slab crops, losses, optimiser steps."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .generator import SubVolumeHead, Trunk, embedding_slab
+from .discriminator import SubVolumeDiscriminator
+from .encoder import HalfEncoder
+from .layers import count_parameters
+from .presets import ModelConfig
+
+
+def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    """Non-saturating BCE with logits on the real/fake column."""
+    logits = logits[:, :1].float()
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+@contextlib.contextmanager
+def frozen(*modules: nn.Module) -> Iterator[None]:
+    """Parameters of `modules` take no gradient inside the block."""
+    params = [p for m in modules for p in m.parameters()]
+    saved = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, s in zip(params, saved):
+            p.requires_grad_(s)
+
+
+class GANSystem(nn.Module):
+    """Base of both systems. Subclasses define `networks`, `optimizer_groups` and `train_step`."""
+
+    name = ""
+    # network attribute name -> optimiser learning-rate field of the config
+    optimizer_groups: dict[str, str] = {}
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.trunk = Trunk(cfg)
+        self.head = SubVolumeHead(cfg)
+        self.d_high = SubVolumeDiscriminator(cfg)
+        self.encoder = HalfEncoder(cfg)
+        self.autocast_dtype: torch.dtype | None = None
+        self.scaler: torch.amp.GradScaler | None = None
+
+    # ---- bookkeeping -------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.trunk.fc.weight.device
+
+    def network_counts(self) -> dict[str, int]:
+        return {name: count_parameters(getattr(self, name)) for name in self.network_names}
+
+    @property
+    def network_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.named_children())
+
+    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        cfg = self.cfg
+        return {
+            group: torch.optim.Adam(
+                [p for n in nets for p in getattr(self, n).parameters()],
+                lr=getattr(cfg, lr_field), betas=cfg.betas, eps=1e-8,
+            )
+            for group, (nets, lr_field) in self.optimizer_groups.items()
+        }
+
+    def set_precision(self, precision: str) -> None:
+        """'fp32', or 'bf16' / 'fp16' autocast (CUDA only; fp16 with a grad scaler)."""
+        if precision == "fp32":
+            self.autocast_dtype, self.scaler = None, None
+            return
+        if self.device.type != "cuda":
+            raise ValueError(f"{precision} autocast needs a CUDA device, not {self.device.type}")
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        return float(loss.detach())
+
+    # ---- random draws (all from torch's global RNG, so a seed fixes a run) --
+    def draw_crop(self) -> int:
+        """Slab start, a multiple of 4 so the image slab and embedding slab align."""
+        return 4 * int(torch.randint(0, self.cfg.max_crop // 4 + 1, ()))
+
+    def draw_latent(self, batch: int, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """z ~ N(0, I), with a one-hot class appended for conditional models.
+
+        Fake classes are drawn uniformly unless `labels` is given.
+        """
+        z = torch.randn(batch, self.cfg.latent_dim, device=self.device)
+        return self.condition(z, labels)
+
+    def condition(self, z: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        k = self.cfg.num_classes
+        if k == 0:
+            return z, None
+        if labels is None:
+            labels = torch.randint(0, k, (z.shape[0],), device=z.device)
+        return torch.cat([z, F.one_hot(labels, k).to(z.dtype)], dim=1), labels
+
+    def class_loss(self, logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if labels is None or self.cfg.num_classes == 0:
+            return logits.new_zeros(())
+        return F.cross_entropy(logits[:, 1:].float(), labels)
+
+    def encoder_loss(self, real_slab: torch.Tensor, optimizers: dict) -> float:
+        """E^H learns to invert G^H on real slabs (G frozen): L1 reconstruction."""
+        with frozen(self.head), self.autocast():
+            rec = self.head(self.encoder(real_slab))
+            loss = F.l1_loss(rec.float(), real_slab)
+        return self.step(optimizers["encoder"], loss)
+
+    # ---- generation --------------------------------------------------------
+    def embed(self, z: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            return self.trunk(z)
+
+    def generate_slab(self, z: torch.Tensor, crop_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embedding of the whole volume, image slab at crop_idx)."""
+        emb = self.embed(z)
+        with self.autocast():
+            return emb, self.head(embedding_slab(emb, crop_idx, self.cfg))
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """Full-resolution volumes [B, 1, S, S, S] in one pass of G^H (see sampling for chunks)."""
+        return self.head(self.trunk(z)).float()
+
+    def train_step(self, real: torch.Tensor, labels: torch.Tensor | None, iteration: int,
+                   optimizers: dict) -> dict[str, float]:
+        raise NotImplementedError
