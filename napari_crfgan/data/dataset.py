@@ -1,0 +1,341 @@
+"""Folder datasets of 3D volumes for training.
+
+A source is a folder, searched recursively (sorted, hidden names skipped) for
+``.nii``, ``.nii.gz`` and ``.npy`` files, or one of the demo names
+(``demo-brain``, ``demo-chest``, see :mod:`napari_crfgan.data.demo`).
+
+Each file is validated (:func:`load_volume`), normalised and fitted into the cube
+(:mod:`.preprocess`) and cached on disk (:mod:`.cache`); items are read back lazily
+with ``np.load(mmap_mode='r')`` so a large dataset does not sit in memory. Files
+that cannot be used are skipped and reported once with a
+:class:`SkippedFilesWarning`; a folder without any usable volume raises
+:class:`DatasetError` before any training starts. NaN voxels are accepted and
+filled (CT: -1024 HU, MRI: the volume's minimum); infinite values are an error.
+
+Modality: ``'ct'`` or ``'mri'``, or ``None`` for automatic: the demo sets have
+theirs (demo-chest: CT, demo-brain: MRI); for a folder, the first usable volume
+(in sorted order) decides: CT when its raw minimum is <= -500 (Hounsfield units:
+air is -1000), MRI otherwise. A CT stored without the HU offset (e.g. 0..4095)
+therefore needs ``modality='ct'``. A warning is given when other volumes of the
+folder disagree with the decision.
+
+Labels (class-conditional training): an optional ``labels.csv`` at the folder root
+with the header ``filename,label``; ``filename`` is relative to the folder. Labels
+may be integers or strings; the distinct labels of the usable volumes are sorted
+(numerically when all are integers) and numbered 0..K-1 in that order;
+``class_names`` holds them as strings.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import statistics
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .cache import VolumeCache, cache_key, file_digest
+from .demo import DEMO_DATASETS, DEMO_MODALITY, demo_folder
+from .nifti import VolumeError, is_volume_file, load_volume
+from .preprocess import MODALITIES, Preprocessing, detect_modality
+
+__all__ = ["VolumeDataset", "DatasetError", "SkippedFilesWarning", "find_volume_files", "read_labels_csv"]
+
+LABELS_FILE = "labels.csv"
+
+
+class DatasetError(ValueError):
+    """No usable dataset could be built from a source (raised before any training)."""
+
+    def __init__(self, message: str, skipped: list[tuple[str, str]] | None = None):
+        super().__init__(message)
+        self.skipped = list(skipped or [])
+
+
+class SkippedFilesWarning(UserWarning):
+    """Some files of a dataset folder were skipped; the message lists each with its reason."""
+
+
+def find_volume_files(folder: str | os.PathLike) -> list[Path]:
+    """Volume files (.nii, .nii.gz, .npy) under ``folder``, recursively, sorted by relative path.
+
+    Names starting with a dot (hidden files and folders) are ignored.
+    """
+    folder = Path(folder)
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if not name.startswith(".") and is_volume_file(name):
+                found.append(Path(root) / name)
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _norm_rel(name: str) -> str:
+    name = name.strip().replace("\\", "/")
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
+def read_labels_csv(path: str | os.PathLike) -> dict[str, str]:
+    """``{relative filename: label}`` from a ``filename,label`` CSV file."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            rows = [r for r in reader if r and any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"Cannot read {path.name}: {exc}.") from None
+    if not rows:
+        raise DatasetError(f"{path.name} is empty; it needs the header 'filename,label'.")
+    header = [c.strip().lower() for c in rows[0]]
+    if "filename" not in header or "label" not in header:
+        raise DatasetError(f"{path.name} must start with the header 'filename,label' (found {','.join(rows[0])!r}).")
+    fi, li = header.index("filename"), header.index("label")
+    labels = {}
+    for row in rows[1:]:
+        if len(row) <= max(fi, li) or not row[fi].strip() or not row[li].strip():
+            continue
+        labels[_norm_rel(row[fi])] = row[li].strip()
+    return labels
+
+
+def _class_order(values) -> list[str]:
+    values = set(values)
+    try:
+        return [str(v) for v in sorted(values, key=lambda v: int(v))]
+    except ValueError:
+        return sorted(values)
+
+
+class VolumeDataset(Dataset):
+    """Preprocessed 3D volumes of a folder (or demo set) as ``[1, size, size, size]`` tensors.
+
+    Parameters
+    ----------
+    source : folder path, or 'demo-brain' / 'demo-chest'.
+    size : side of the cube the volumes are fitted into (voxels).
+    modality : 'ct', 'mri' or None (automatic, see the module docstring).
+    cache_dir : cache root (default :func:`napari_crfgan.data.cache_dir`).
+    conditional : use ``labels.csv`` for class-conditional training; files without
+        a label are then skipped, and a missing ``labels.csv`` is an error.
+    progress : optional ``progress(done, total)`` called after each file is prepared.
+    demo_count, demo_seed : number of volumes and seed of a demo set.
+
+    Attributes
+    ----------
+    modality : 'ct' or 'mri'.
+    preprocessing : the :class:`Preprocessing` settings applied.
+    files : relative names (posix) of the usable volumes, in item order.
+    labels : class index per item (list[int]) when every usable file has a label
+        in ``labels.csv``, else None.
+    class_names : label names, index = class index ([] without labels).
+    num_classes : len(class_names) when conditional, else 0.
+    spacings : isotropic spacing (s, s, s) in mm of each preprocessed item.
+    spacing : median of those, (s, s, s) mm.
+    skipped : [(relative name, reason)] of the files that were not used.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike,
+        size: int,
+        modality: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        conditional: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+        demo_count: int | None = None,
+        demo_seed: int = 0,
+    ):
+        self.size = int(size)
+        self.conditional = bool(conditional)
+        self.cache = VolumeCache(cache_dir)
+        if modality is not None:
+            modality = str(modality).lower()
+            if modality == "auto":
+                modality = None
+            elif modality not in MODALITIES:
+                raise ValueError(f"modality must be 'ct', 'mri' or None, got {modality!r}")
+
+        if isinstance(source, str) and source in DEMO_DATASETS:
+            self.source = source
+            self.folder = demo_folder(source, count=demo_count, seed=demo_seed, cache_dir=cache_dir)
+            modality = modality or DEMO_MODALITY[source]
+        else:
+            self.folder = Path(source).expanduser()
+            self.source = str(self.folder)
+            if not self.folder.exists():
+                raise DatasetError(f"The data folder {self.folder} does not exist.")
+            if not self.folder.is_dir():
+                raise DatasetError(f"{self.folder} is not a folder; give a folder of .nii, .nii.gz or .npy volumes.")
+
+        auto_modality = modality is None
+        paths = find_volume_files(self.folder)
+        if not paths:
+            raise DatasetError(f"No volume files (.nii, .nii.gz or .npy) were found in {self.folder}.")
+
+        labels_path = self.folder / LABELS_FILE
+        raw_labels = read_labels_csv(labels_path) if labels_path.is_file() else None
+        if self.conditional and raw_labels is None:
+            raise DatasetError(
+                f"Conditional training needs {LABELS_FILE} (header 'filename,label') in {self.folder}."
+            )
+
+        self.skipped: list[tuple[str, str]] = []
+        self.files: list[str] = []
+        self._arrays: list[str] = []
+        self.spacings: list[tuple[float, float, float]] = []
+        raw_names: list[str | None] = []
+        raw_mins: list[float] = []
+        self.modality = modality
+        total = len(paths)
+        for i, path in enumerate(paths):
+            rel = path.relative_to(self.folder).as_posix()
+            label = raw_labels.get(rel) if raw_labels is not None else None
+            try:
+                if self.conditional and label is None:
+                    raise VolumeError(f"no label in {LABELS_FILE}")
+                npy, meta = self._prepare(path)
+            except VolumeError as exc:
+                self.skipped.append((rel, exc.reason))
+            except OSError as exc:
+                self.skipped.append((rel, f"cannot read the file ({exc.strerror or exc})"))
+            else:
+                self.files.append(rel)
+                self._arrays.append(str(npy))
+                self.spacings.append(tuple(float(s) for s in meta["spacing"]))
+                raw_names.append(label)
+                raw_mins.append(float(meta.get("raw_min", np.nan)))
+            if progress is not None:
+                progress(i + 1, total)
+
+        if self.skipped:
+            lines = "\n".join(f"  {name}: {reason}" for name, reason in self.skipped)
+            message = f"Skipped {len(self.skipped)} of {total} files in {self.folder}:\n{lines}"
+        if not self.files:
+            raise DatasetError(
+                f"No usable volume in {self.folder}: all {total} files were skipped "
+                f"({self.skipped[0][0]}: {self.skipped[0][1]}{', ...' if total > 1 else ''}).",
+                self.skipped,
+            )
+        if self.skipped:
+            warnings.warn(SkippedFilesWarning(message), stacklevel=2)
+        if auto_modality:
+            self._check_modality(raw_mins)
+
+        # labels
+        if raw_labels is not None and all(n is not None for n in raw_names):
+            self.class_names = _class_order(raw_names)
+            index = {name: k for k, name in enumerate(self.class_names)}
+            self.labels: list[int] | None = [index[str(n)] for n in raw_names]
+        else:
+            self.class_names, self.labels = [], None
+        self.num_classes = len(self.class_names) if self.conditional else 0
+        s = float(statistics.median(sp[0] for sp in self.spacings))
+        self.spacing = (s, s, s)
+
+    # ------------------------------------------------------------------ building
+    def _prepare(self, path: Path) -> tuple[Path, dict]:
+        """Cached preprocessed array of one file: ``(npy path, metadata)``."""
+        digest = file_digest(path)
+        raw = None
+        if self.modality is None:  # first usable file decides
+            stats = self.cache.get_stats(digest)
+            if stats is None:
+                raw = load_volume(path, allow_nan=True)
+                stats = self._stats(*raw)
+                self.cache.put_stats(digest, stats)
+            self.modality = detect_modality(stats["raw_min"])
+        prep = Preprocessing(self.modality, self.size)
+        key = cache_key(digest, prep.as_dict())
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        data, spacing = raw if raw is not None else load_volume(path, allow_nan=True)
+        cube, iso = prep(data, spacing)
+        stats = self._stats(data, spacing)
+        meta = {**stats, "spacing": list(iso), "settings": prep.as_dict(), "source_name": path.name}
+        self.cache.put_stats(digest, stats)
+        return self.cache.put(key, cube, meta), meta
+
+    @staticmethod
+    def _stats(data: np.ndarray, spacing) -> dict:
+        return {
+            "raw_min": float(np.nanmin(data)),
+            "raw_max": float(np.nanmax(data)),
+            "raw_shape": [int(n) for n in data.shape],
+            "raw_spacing": [float(s) for s in spacing],
+        }
+
+    def _check_modality(self, raw_mins: list[float]) -> None:
+        other = [m for m in raw_mins if np.isfinite(m) and detect_modality(m) != self.modality]
+        if other:
+            warnings.warn(
+                f"{len(other)} of {len(raw_mins)} volumes in {self.folder} do not look like "
+                f"{self.modality.upper()} (modality was detected from the first volume); "
+                f"pass modality='ct' or 'mri' to choose.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    # ------------------------------------------------------------------ access
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(self.modality, self.size)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        """The volume ``index`` as a float32 tensor [1, size, size, size] in [-1, 1]."""
+        n = len(self._arrays)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} volumes")
+        arr = np.load(self._arrays[index], mmap_mode="r")
+        return torch.from_numpy(np.array(arr, dtype=np.float32))[None]
+
+    def label(self, index: int) -> int:
+        """Class index of item ``index`` (-1 without labels)."""
+        return -1 if self.labels is None else self.labels[index]
+
+    def with_labels(self) -> Dataset:
+        """A view whose items are ``(volume [1, S, S, S], label: int)`` (label -1 without labels)."""
+        return _LabelledView(self)
+
+    def summary(self) -> dict:
+        """Plain, JSON-serialisable description (for checkpoints and the GUI)."""
+        return {
+            "source": self.source,
+            "folder": str(self.folder),
+            "count": len(self),
+            "skipped": len(self.skipped),
+            "modality": self.modality,
+            "size": self.size,
+            "spacing": list(self.spacing),
+            "classes": list(self.class_names),
+            "conditional": self.conditional,
+            "num_classes": self.num_classes,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"VolumeDataset({self.source!r}, size={self.size}, modality={self.modality!r}, "
+            f"count={len(self)}, skipped={len(self.skipped)}, classes={self.class_names})"
+        )
+
+
+class _LabelledView(Dataset):
+    def __init__(self, dataset: VolumeDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return self.dataset[index], self.dataset.label(index)

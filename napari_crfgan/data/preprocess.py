@@ -1,0 +1,215 @@
+"""Modality presets: intensity normalisation to [-1, 1] and fitting into the model's cube.
+
+CT (Hounsfield units):
+    NaN -> -1024 HU; the HU window [-1024, 600] is mapped linearly to [-1, 1] and
+    clipped; axial (D) slices at either end of the scan that are entirely background
+    (no voxel above -500 HU: only air or padding) are trimmed.
+MRI (arbitrary units):
+    NaN -> the volume's minimum; robust scaling, the 0.5th / 99.5th percentiles map
+    to -1 / 1, clipped.
+
+Both then go through :func:`fit_to_cube`: the volume is resampled (trilinear, with
+an average-pooling prefilter when shrinking by 2x or more) so that its largest
+physical extent fills the cube of side ``size`` with isotropic voxels, and the other
+axes are padded (centred) with the background value -1. Anatomy is never stretched.
+
+:func:`to_modality_units` maps a model output in [-1, 1] back: CT -> HU (inverse of
+the window), MRI -> [0, 1] normalised intensity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = [
+    "MODALITIES",
+    "HU_WINDOW",
+    "Preprocessing",
+    "normalize_ct",
+    "normalize_mri",
+    "trim_background_slices",
+    "fit_to_cube",
+    "preprocess_volume",
+    "to_modality_units",
+    "detect_modality",
+]
+
+MODALITIES = ("ct", "mri")
+#: Hounsfield window mapped to [-1, 1] (REFERENCE.md)
+HU_WINDOW = (-1024.0, 600.0)
+#: CT value used for missing (NaN) voxels
+CT_NAN_HU = -1024.0
+#: raw minimum at or below which a volume is taken for CT in Hounsfield units
+CT_DETECT_MIN_HU = -500.0
+#: background value of normalised volumes (padding)
+BACKGROUND = -1.0
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Settings that turn a raw volume into a model input cube.
+
+    Parameters
+    ----------
+    modality : 'ct' or 'mri'.
+    size : side of the output cube in voxels.
+    hu_window : (low, high) HU mapped to (-1, 1) for CT.
+    percentiles : (low, high) percentiles mapped to (-1, 1) for MRI.
+    trim_background : trim all-background axial slices at both ends (CT only).
+    background_hu : a CT slice is background when no voxel exceeds this value.
+    """
+
+    modality: str
+    size: int
+    hu_window: tuple[float, float] = HU_WINDOW
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    trim_background: bool = True
+    background_hu: float = CT_DETECT_MIN_HU
+
+    def __post_init__(self):
+        modality = str(self.modality).lower()
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+        object.__setattr__(self, "modality", modality)
+        if int(self.size) != self.size or self.size < 2:
+            raise ValueError(f"size must be an integer >= 2, got {self.size!r}")
+        object.__setattr__(self, "size", int(self.size))
+        object.__setattr__(self, "hu_window", tuple(float(v) for v in self.hu_window))
+        object.__setattr__(self, "percentiles", tuple(float(v) for v in self.percentiles))
+        if not self.hu_window[0] < self.hu_window[1]:
+            raise ValueError("hu_window must be (low, high) with low < high")
+        if not 0 <= self.percentiles[0] < self.percentiles[1] <= 100:
+            raise ValueError("percentiles must be (low, high) within [0, 100] with low < high")
+
+    def as_dict(self) -> dict:
+        """Plain dict of the settings (JSON-serialisable; used in cache keys and checkpoints)."""
+        d = asdict(self)
+        d["hu_window"] = list(self.hu_window)
+        d["percentiles"] = list(self.percentiles)
+        return d
+
+    def __call__(self, data: np.ndarray, spacing) -> tuple[np.ndarray, tuple[float, float, float]]:
+        return preprocess_volume(data, spacing, self)
+
+
+def normalize_ct(data: np.ndarray, hu_window=HU_WINDOW) -> np.ndarray:
+    """HU -> [-1, 1]: NaN -> -1024, linear window ``hu_window`` -> [-1, 1], clipped."""
+    lo, hi = float(hu_window[0]), float(hu_window[1])
+    x = np.nan_to_num(np.asarray(data, dtype=np.float32), nan=CT_NAN_HU)
+    out = np.asarray((x - lo) * np.float32(2.0 / (hi - lo)) - np.float32(1.0))
+    return np.clip(out, -1.0, 1.0, out=out).astype(np.float32, copy=False)
+
+
+def normalize_mri(data: np.ndarray, percentiles=(0.5, 99.5)) -> np.ndarray:
+    """Robust scaling: NaN -> minimum; percentiles ``(low, high)`` -> (-1, 1), clipped.
+
+    Falls back to min / max when the two percentiles coincide.
+    """
+    x = np.asarray(data, dtype=np.float32)
+    if not np.isfinite(x).all():
+        x = np.nan_to_num(x, nan=float(np.nanmin(x)))
+    lo, hi = (float(v) for v in np.percentile(x, percentiles))
+    if hi <= lo:
+        lo, hi = float(x.min()), float(x.max())
+    if hi <= lo:
+        return np.full(x.shape, BACKGROUND, dtype=np.float32)
+    out = np.asarray((x - np.float32(lo)) * np.float32(2.0 / (hi - lo)) - np.float32(1.0))
+    return np.clip(out, -1.0, 1.0, out=out).astype(np.float32, copy=False)
+
+
+def trim_background_slices(data: np.ndarray, threshold: float) -> np.ndarray:
+    """Drop the leading and trailing axial (D) slices whose voxels are all <= ``threshold``.
+
+    Interior slices are kept (removing them would distort the anatomy). A volume
+    that is background everywhere is returned unchanged.
+    """
+    x = np.nan_to_num(data, nan=-np.inf) if np.isnan(data).any() else data
+    keep = np.flatnonzero(x.reshape(x.shape[0], -1).max(axis=1) > threshold)
+    if keep.size == 0:
+        return data
+    return data[keep[0] : keep[-1] + 1]
+
+
+def fit_to_cube(
+    data: np.ndarray, spacing, size: int, background: float = BACKGROUND
+) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Resample ``data`` (D, H, W) into a ``size``^3 cube keeping the physical aspect.
+
+    The largest physical extent (voxels x spacing) fills the cube; the output voxels
+    are isotropic with spacing ``max_extent / size`` mm; the shorter axes are padded
+    on both sides (centred) with ``background``. Returns ``(cube, (s, s, s))``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    data = np.asarray(data, dtype=np.float32)
+    spacing = np.asarray([float(s) for s in spacing], dtype=np.float64)
+    if data.ndim != 3 or spacing.shape != (3,) or (spacing <= 0).any():
+        raise ValueError(f"fit_to_cube needs a 3D array and 3 positive spacings, got {data.shape}, {spacing}")
+    extent = np.asarray(data.shape, dtype=np.float64) * spacing
+    iso = float(extent.max() / size)
+    target = tuple(int(min(size, max(1, round(e / iso)))) for e in extent)
+
+    t = torch.from_numpy(np.ascontiguousarray(data))[None, None]
+    # anti-aliasing: average-pool by the integer part of the shrink factor first
+    kernel = tuple(max(1, int(n // m)) for n, m in zip(data.shape, target))
+    if max(kernel) > 1:
+        t = F.avg_pool3d(t, kernel_size=kernel, stride=kernel, ceil_mode=True, count_include_pad=False)
+    if tuple(t.shape[2:]) != target:
+        t = F.interpolate(t, size=target, mode="trilinear", align_corners=False)
+    resized = t[0, 0].numpy()
+
+    cube = np.full((size, size, size), background, dtype=np.float32)
+    starts = [(size - n) // 2 for n in target]
+    cube[
+        starts[0] : starts[0] + target[0],
+        starts[1] : starts[1] + target[1],
+        starts[2] : starts[2] + target[2],
+    ] = resized
+    return cube, (iso, iso, iso)
+
+
+def preprocess_volume(
+    data: np.ndarray, spacing, preprocessing: Preprocessing
+) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Raw volume -> ``(cube [size]^3 float32 in [-1, 1], isotropic spacing (s, s, s) mm)``."""
+    p = preprocessing
+    if p.modality == "ct":
+        x = np.asarray(data, dtype=np.float32)
+        if p.trim_background:
+            x = trim_background_slices(x, p.background_hu)
+        x = normalize_ct(x, p.hu_window)
+    else:
+        x = normalize_mri(data, p.percentiles)
+    cube, iso = fit_to_cube(x, spacing, p.size, BACKGROUND)
+    np.clip(cube, -1.0, 1.0, out=cube)
+    return cube, iso
+
+
+def to_modality_units(volume, modality: str, hu_window=HU_WINDOW):
+    """Map a volume in [-1, 1] to modality units: CT -> HU, MRI -> [0, 1].
+
+    Works on NumPy arrays and torch tensors (and plain floats); values outside
+    [-1, 1] are clipped first.
+    """
+    modality = str(modality).lower()
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    if hasattr(volume, "clamp"):
+        v = volume.clamp(-1.0, 1.0)
+    else:
+        v = np.clip(volume, -1.0, 1.0)
+        if isinstance(v, np.ndarray) and v.dtype.kind != "f":
+            v = v.astype(np.float32)
+    unit = (v + 1.0) * 0.5
+    if modality == "mri":
+        return unit
+    lo, hi = float(hu_window[0]), float(hu_window[1])
+    return unit * (hi - lo) + lo
+
+
+def detect_modality(raw_min: float) -> str:
+    """'ct' when the raw minimum looks like Hounsfield units (<= -500), else 'mri'."""
+    return "ct" if float(raw_min) <= CT_DETECT_MIN_HU else "mri"
