@@ -24,6 +24,7 @@ from napari_crfgan.data import (
     VolumeError,
     cache_dir,
     demo_folder,
+    from_modality_units,
     load_volume,
     preprocess_volume,
     read_nifti,
@@ -159,6 +160,11 @@ def test_ct_window_values():
     t = to_modality_units(torch.tensor([-1.0, 0.0, 1.0, 3.0]), "ct")
     assert torch.allclose(t, torch.tensor([-1024.0, -212.0, 600.0, 600.0]))
     np.testing.assert_allclose(to_modality_units(np.array([-1.0, 0.0, 1.0]), "mri"), [0.0, 0.5, 1.0])
+    # and back
+    np.testing.assert_allclose(from_modality_units(back, "ct"), np.clip(out, -1, 1), atol=1e-5)
+    assert from_modality_units(back.astype(np.float32), "ct").dtype == np.float32
+    np.testing.assert_allclose(from_modality_units(np.array([0.0, 0.25, 1.0, 2.0]), "mri"), [-1.0, -0.5, 1.0, 1.0])
+    assert torch.allclose(from_modality_units(torch.tensor([-2000.0, -212.0, 600.0]), "ct"), torch.tensor([-1.0, 0.0, 1.0]))
 
 
 def test_mri_percentile_scaling():
@@ -375,7 +381,7 @@ def test_labels_csv_mapping(tmp_path):
     view = dsc.with_labels()
     x, y = view[2]
     assert x.shape == (1, 8, 8, 8) and y == 1
-    assert dsc.summary()["classes"] == ["cat", "dog"]
+    assert dsc.summary()["classes"] == dsc.summary()["class_names"] == ["cat", "dog"]
     # integer labels sort numerically
     (folder / "labels.csv").write_text("filename,label\na.npy,10\nb.npy,2\nsub/c.npy,2\nd.npy,10\n")
     dsi = VolumeDataset(folder, 8, modality="mri", conditional=True)

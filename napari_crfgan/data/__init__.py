@@ -8,7 +8,7 @@ from .cache import cache_dir
 from .dataset import DatasetError, SkippedFilesWarning, VolumeDataset
 from .demo import DEMO_DATASETS, demo_folder
 from .nifti import NiftiVolume, VolumeError, load_volume, read_nifti, write_nifti
-from .preprocess import Preprocessing, preprocess_volume, to_modality_units
+from .preprocess import Preprocessing, from_modality_units, preprocess_volume, to_modality_units
 
 __all__ = [
     "VolumeDataset",
@@ -22,6 +22,7 @@ __all__ = [
     "Preprocessing",
     "preprocess_volume",
     "to_modality_units",
+    "from_modality_units",
     "demo_folder",
     "DEMO_DATASETS",
     "cache_dir",

@@ -125,7 +125,8 @@ class VolumeDataset(Dataset):
     cache_dir : cache root (default :func:`napari_crfgan.data.cache_dir`).
     conditional : use ``labels.csv`` for class-conditional training; files without
         a label are then skipped, and a missing ``labels.csv`` is an error.
-    progress : optional ``progress(done, total)`` called after each file is prepared.
+    progress : optional ``progress(done, total)`` called after each file is prepared
+        (for a demo set generated on first use, first after each generated volume).
     demo_count, demo_seed : number of volumes and seed of a demo set.
 
     Attributes
@@ -165,7 +166,7 @@ class VolumeDataset(Dataset):
 
         if isinstance(source, str) and source in DEMO_DATASETS:
             self.source = source
-            self.folder = demo_folder(source, count=demo_count, seed=demo_seed, cache_dir=cache_dir)
+            self.folder = demo_folder(source, count=demo_count, seed=demo_seed, cache_dir=cache_dir, progress=progress)
             modality = modality or DEMO_MODALITY[source]
         else:
             self.folder = Path(source).expanduser()
@@ -319,6 +320,7 @@ class VolumeDataset(Dataset):
             "size": self.size,
             "spacing": list(self.spacing),
             "classes": list(self.class_names),
+            "class_names": list(self.class_names),  # same list, the name the sampler reads
             "conditional": self.conditional,
             "num_classes": self.num_classes,
         }

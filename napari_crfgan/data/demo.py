@@ -87,6 +87,8 @@ def demo_folder(
         info = {"name": name, "count": count, "seed": int(seed), "version": DEMO_VERSION,
                 "modality": DEMO_MODALITY[name], "synthetic": True}
         (tmp / "demo.json").write_text(json.dumps(info, indent=1))
+        if (folder / "demo.json").is_file():  # another process finished first: use theirs
+            return folder
         if folder.exists():  # an incomplete leftover (no demo.json)
             shutil.rmtree(folder, ignore_errors=True)
         try:

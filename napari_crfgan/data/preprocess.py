@@ -14,7 +14,8 @@ physical extent fills the cube of side ``size`` with isotropic voxels, and the o
 axes are padded (centred) with the background value -1. Anatomy is never stretched.
 
 :func:`to_modality_units` maps a model output in [-1, 1] back: CT -> HU (inverse of
-the window), MRI -> [0, 1] normalised intensity.
+the window), MRI -> [0, 1] normalised intensity; :func:`from_modality_units` is its
+inverse (for volumes given in modality units, e.g. loaded from a file).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "fit_to_cube",
     "preprocess_volume",
     "to_modality_units",
+    "from_modality_units",
     "detect_modality",
 ]
 
@@ -208,6 +210,25 @@ def to_modality_units(volume, modality: str, hu_window=HU_WINDOW):
         return unit
     lo, hi = float(hu_window[0]), float(hu_window[1])
     return unit * (hi - lo) + lo
+
+
+def from_modality_units(volume, modality: str, hu_window=HU_WINDOW):
+    """Inverse of :func:`to_modality_units`: CT HU or MRI [0, 1] -> [-1, 1] (clipped).
+
+    CT uses the HU window (values outside it clip to -1 / 1); MRI maps [0, 1]
+    linearly. Works on NumPy arrays, torch tensors and floats.
+    """
+    modality = str(modality).lower()
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    if modality == "ct":
+        lo, hi = float(hu_window[0]), float(hu_window[1])
+        v = (volume - lo) * (2.0 / (hi - lo)) - 1.0
+    else:
+        v = volume * 2.0 - 1.0
+    if hasattr(v, "clamp"):
+        return v.clamp(-1.0, 1.0)
+    return np.clip(v, -1.0, 1.0)
 
 
 def detect_modality(raw_min: float) -> str:
