@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import subprocess
 import sys
@@ -439,7 +438,7 @@ def test_chest_phantom_nodules():
         assert 6.0 <= n["diameter_mm"] <= 25.0
         d, h, w = n["center"]
         assert -60 < vol[d, h, w] < 110  # soft tissue inside the lung
-    vol2, none = make_chest_phantom(7, nodule=False)
+    _, none = make_chest_phantom(7, nodule=False)
     assert none == []
 
 
