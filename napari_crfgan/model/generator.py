@@ -8,6 +8,7 @@ Shapes (B = batch, C = embedding channels, e = size // 4):
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .layers import ConvBlock, OutputConv
@@ -35,15 +36,28 @@ class Trunk(nn.Module):
 
 
 class SubVolumeHead(nn.Module):
-    """G^H: an embedding slab (or the whole embedding) to full-resolution voxels."""
+    """G^H: an embedding slab (or the whole embedding) to full-resolution voxels.
+
+    up x2 -> conv -> GroupNorm -> ReLU -> up x2 -> conv to 1 -> tanh. Split in
+    `hidden` (before the norm) and `finish` (after it) so that chunked decoding
+    (sampling.py) can normalise chunks with statistics of the whole volume.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.block = ConvBlock(cfg.embedding_channels, cfg.head_channel, cfg.groups, upsample=True)
-        self.out = OutputConv(cfg.head_channel, upsample=True)
+        self.conv1 = nn.Conv3d(cfg.embedding_channels, cfg.head_channel, 3, 1, 1)
+        self.norm = nn.GroupNorm(cfg.groups, cfg.head_channel)
+        self.conv2 = nn.Conv3d(cfg.head_channel, 1, 3, 1, 1)
+
+    def hidden(self, h: torch.Tensor) -> torch.Tensor:
+        return self.conv1(F.interpolate(h, scale_factor=2, mode="nearest"))
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(F.relu(x), scale_factor=2, mode="nearest")
+        return torch.tanh(self.conv2(x))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.out(self.block(h))
+        return self.finish(self.norm(self.hidden(h)))
 
 
 class LowResHead(nn.Module):

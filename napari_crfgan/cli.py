@@ -1,0 +1,239 @@
+"""`crfgan`: the command line over the Python API. Argument parsing and printing only.
+
+Errors the user can fix print one line (`crfgan: error: ...`) and exit with 2;
+Ctrl-C during training stops after the current step and keeps a checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import warnings
+from pathlib import Path
+
+DEMO_SOURCES = "demo-brain|demo-chest"
+
+
+class _Stop:
+    """First Ctrl-C asks the trainer to stop cleanly; a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+def _train_options(args):
+    from .training import TrainOptions
+    return TrainOptions(
+        data=args.data, out=args.out, model=args.model, preset=args.preset, iterations=args.iterations,
+        batch_size=args.batch_size, resume=args.resume, device=args.device, seed=args.seed,
+        checkpoint_every=args.checkpoint_every, modality=args.modality, conditional=args.conditional,
+        precision=args.precision, lr_g=args.lr_g, lr_d=args.lr_d, lr_e=args.lr_e,
+        demo_count=args.demo_count,
+    )
+
+
+def run_training(options) -> dict:
+    """Train with a tqdm bar; returns the last report's figures and the checkpoint path."""
+    from tqdm import tqdm
+
+    from .training import prepare_dataset, train
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bar = tqdm(desc="preparing data", unit="vol", leave=False)
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        dataset = prepare_dataset(options, progress=progress)
+        bar.close()
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    print(f"data: {len(dataset)} volumes from {options.data} ({dataset.modality}, "
+          f"{dataset.spacing[0]:.2f} mm voxels at {dataset.size}^3)", file=sys.stderr)
+
+    stop = _Stop()
+    previous = signal.signal(signal.SIGINT, stop)
+    gen = train(options, dataset)
+    last = None
+    try:
+        with tqdm(total=options.iterations, desc=f"{options.model} {options.preset}", unit="it") as bar:
+            for report in gen:
+                if last is None:
+                    bar.n = report.iteration - 1
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in report.losses.items()}, refresh=False)
+                last = report
+                if stop.requested:
+                    gen.close()
+                    print(f"stopped at iteration {report.iteration}; checkpoint kept", file=sys.stderr)
+                    break
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    checkpoint = str(Path(options.out) / "checkpoint.pt")
+    summary = {"checkpoint": checkpoint}
+    if last is not None:
+        summary.update(iteration=last.iteration, iters_per_s=round(last.iters_per_s, 3),
+                       peak_memory_mb=round(last.peak_memory_mb, 1), device=last.device)
+    return summary
+
+
+def cmd_train(args) -> None:
+    summary = run_training(_train_options(args))
+    print(f"checkpoint: {summary['checkpoint']}")
+    if "iteration" in summary:
+        print(f"iteration {summary['iteration']}, {summary['iters_per_s']} it/s, "
+              f"peak memory {summary['peak_memory_mb']} MB on {summary['device']}")
+
+
+def cmd_sample(args) -> list[Path]:
+    from tqdm import tqdm
+
+    from .sampling import Sampler
+
+    sampler = Sampler(args.checkpoint, device=args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    label = args.label
+    paths = []
+    if args.interpolate is not None:
+        from .data import write_nifti
+        walk = sampler.interpolate(args.seed, args.interpolate, steps=args.num, label=label, chunk=args.chunk)
+        for i, frame in enumerate(walk):
+            paths.append(write_nifti(out / f"walk_{args.seed}_{args.interpolate}_{i:02d}.nii.gz", frame, sampler.spacing))
+    else:
+        for i in tqdm(range(args.num), desc="sampling", unit="vol"):
+            (vol,) = sampler.sample(1, seed=args.seed + i, label=label, chunk=args.chunk)
+            paths.append(vol.save(out / f"sample_seed{vol.seed:04d}.nii.gz"))
+    print(f"wrote {len(paths)} volumes of {sampler.cfg.size}^3 at {sampler.spacing[0]:.2f} mm to {out}")
+    return paths
+
+
+def cmd_params(args) -> None:
+    from .model import build_system, get_config
+
+    system = build_system(args.model, get_config(args.preset))
+    counts = system.network_counts()
+    generator = sum(v for k, v in counts.items() if k in ("trunk", "head", "low_head"))
+    networks = {"generator": generator, **{k: v for k, v in counts.items() if k not in ("trunk", "head", "low_head")}}
+    result = {"model": args.model, "preset": args.preset, "networks": networks,
+              "generator_parts": {k: counts[k] for k in ("trunk", "head", "low_head") if k in counts},
+              "total": sum(counts.values())}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in networks.items():
+            print(f"{k:16s} {v:>12,}")
+        print(f"{'total':16s} {result['total']:>12,}")
+
+
+def cmd_bench(args) -> None:
+    from .evaluation.bench import bench
+
+    result = bench(args.preset, batch_size=args.batch_size, iterations=args.iterations, device=args.device,
+                   repeats=args.repeats, threads=args.threads)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{args.preset}, batch {args.batch_size}, {result['device']}")
+    for model, r in result["results"].items():
+        print(f"{model:7s} params {r['params']:>12,}  peak {r['peak_memory_mb']:>9.1f} MB  {r['iters_per_s']:.3f} it/s")
+    print("CRF-GAN / HA-GAN: " + ", ".join(f"{k} {v}" for k, v in result["ratios"].items()))
+
+
+def cmd_demo(args) -> None:
+    from .demo import run_demo
+
+    run_demo(out=Path(args.out), iterations=args.iterations, batch_size=args.batch_size,
+             num_samples=args.num, device=args.device, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .model import PRESETS, SYSTEMS
+
+    p = argparse.ArgumentParser(prog="crfgan", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train CRF-GAN or HA-GAN on a dataset folder or demo data")
+    t.add_argument("--data", required=True, help=f"dataset folder (.nii, .nii.gz, .npy) or {DEMO_SOURCES}")
+    t.add_argument("--model", choices=SYSTEMS, default="crfgan")
+    t.add_argument("--preset", choices=list(PRESETS), default="small-64")
+    t.add_argument("--iterations", type=int, default=2000)
+    t.add_argument("--batch-size", type=int, default=4)
+    t.add_argument("--out", default="runs/crfgan", help="run folder (checkpoint.pt goes here)")
+    t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--checkpoint-every", type=int, default=250)
+    t.add_argument("--modality", choices=["ct", "mri"], default=None, help="preprocessing (default: detect)")
+    t.add_argument("--conditional", action="store_true", help="class-conditional on the folder's labels.csv")
+    t.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast on CUDA")
+    t.add_argument("--lr-g", type=float)
+    t.add_argument("--lr-d", type=float)
+    t.add_argument("--lr-e", type=float)
+    t.add_argument("--demo-count", type=int, help="number of demo volumes to generate")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="write full-resolution NIfTI volumes from a checkpoint")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--num", type=int, default=4, help="volumes (or interpolation steps)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", default="samples")
+    s.add_argument("--label", help="class index or name, for conditional models")
+    s.add_argument("--chunk", type=int, help="decode this many slices at a time to save memory")
+    s.add_argument("--interpolate", type=int, metavar="SEED_B", help="latent walk from --seed to SEED_B")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_sample)
+
+    q = sub.add_parser("params", help="parameter counts per network")
+    q.add_argument("--model", choices=SYSTEMS, default="crfgan")
+    q.add_argument("--preset", choices=list(PRESETS), default="paper-256")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_params)
+
+    b = sub.add_parser("bench", help="peak memory and speed of both systems in one run")
+    b.add_argument("--preset", choices=list(PRESETS), default="paper-64")
+    b.add_argument("--batch-size", type=int, default=2)
+    b.add_argument("--iterations", type=int, default=5)
+    b.add_argument("--repeats", type=int, default=2, help="alternating runs per system (best speed kept)")
+    b.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench)
+
+    d = sub.add_parser("demo", help="train a small CRF-GAN on demo-brain, sample, write NIfTI and a PNG montage")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--iterations", type=int, default=1500)
+    d.add_argument("--batch-size", type=int, default=4)
+    d.add_argument("--num", type=int, default=4, help="volumes to sample")
+    d.add_argument("--device", default="auto")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .data import DatasetError
+    from .training import CheckpointError, TrainingError
+    try:
+        args.func(args)
+    except (DatasetError, CheckpointError, TrainingError, ValueError, FileNotFoundError, PermissionError) as e:
+        print(f"crfgan: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("crfgan: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

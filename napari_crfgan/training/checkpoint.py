@@ -1,0 +1,130 @@
+"""Checkpoints: one file holding config, weights, optimiser states, iteration, RNG.
+
+Written atomically (temp file, fsync, rename), so a killed run never leaves a
+truncated checkpoint behind. Loaded with `torch.load(weights_only=True)`: plain
+tensors and containers only, no code from the file is executed. Anything that is
+not plain data (config, training options, dataset summary) is stored as JSON text.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..model import GANSystem, ModelConfig, build_system
+
+FORMAT = "napari-crfgan-checkpoint"
+VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message is one line saying why."""
+
+
+@dataclass
+class Checkpoint:
+    model: str
+    preset: str
+    config: ModelConfig
+    iteration: int
+    state: dict
+    optimizers: dict = field(default_factory=dict)
+    rng: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # training options (seed, batch size, ...)
+    data: dict = field(default_factory=dict)  # dataset summary: source, modality, spacing, classes
+    metrics: dict = field(default_factory=dict)  # iters_per_s, peak_memory_mb of the run
+
+    def build(self, device: torch.device | str = "cpu") -> GANSystem:
+        """The system with these weights, on `device`, in eval mode."""
+        system = build_system(self.model, self.config)
+        try:
+            system.load_state_dict(self.state)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise CheckpointError(f"weights do not fit a {self.model} {self.preset} model: {first}") from None
+        return system.to(device).eval()
+
+    def describe(self) -> str:
+        return f"{self.model} {self.preset} at iteration {self.iteration}"
+
+
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": ckpt.model,
+        "preset": ckpt.preset,
+        "config": json.dumps(ckpt.config.to_dict()),
+        "iteration": int(ckpt.iteration),
+        "state": ckpt.state,
+        "optimizers": ckpt.optimizers,
+        "rng": ckpt.rng,
+        "options": json.dumps(ckpt.options),
+        "data": json.dumps(ckpt.data),
+        "metrics": json.dumps(ckpt.metrics),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from collaborators
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def load_checkpoint(path: str | Path, model: str | None = None, preset: str | None = None,
+                    config: ModelConfig | None = None) -> Checkpoint:
+    """Read a checkpoint, refusing (CheckpointError) one of another model, preset or config."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated, foreign pickle: all unusable the same way
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable napari-crfgan checkpoint ({reason[:160]})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a napari-crfgan checkpoint")
+    if raw.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {raw.get('version')}, this napari-crfgan reads {VERSION}")
+    ckpt = Checkpoint(
+        model=raw["model"],
+        preset=raw["preset"],
+        config=ModelConfig.from_dict(json.loads(raw["config"])),
+        iteration=raw["iteration"],
+        state=raw["state"],
+        optimizers=raw["optimizers"],
+        rng=raw["rng"],
+        options=json.loads(raw["options"]),
+        data=json.loads(raw["data"]),
+        metrics=json.loads(raw["metrics"]),
+    )
+    if model is not None and ckpt.model != model:
+        raise CheckpointError(f"{path} holds a {ckpt.model} model, not {model}")
+    if preset is not None and ckpt.preset != preset:
+        raise CheckpointError(f"{path} holds preset {ckpt.preset}, not {preset}")
+    if config is not None and ckpt.config != config:
+        diff = [k for k, v in config.to_dict().items() if ckpt.config.to_dict().get(k) != v]
+        raise CheckpointError(f"{path} was trained with different settings ({', '.join(diff)})")
+    return ckpt

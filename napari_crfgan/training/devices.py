@@ -1,0 +1,76 @@
+"""Device choice (made once, then passed in) and peak-memory measurement."""
+from __future__ import annotations
+
+import torch
+
+
+def available_devices() -> list[str]:
+    """'auto' plus every device that exists here: cpu, cuda:N, mps."""
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; an explicit device must exist."""
+    if name == "auto":
+        for candidate in available_devices()[2:]:
+            return torch.device(candidate)
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; available: {', '.join(available_devices())}") from None
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda:0")
+    if device.type != "cpu" and str(device) not in available_devices():
+        raise ValueError(f"device {name} is not available here; available: {', '.join(available_devices())}")
+    return device
+
+
+def _proc_status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+class PeakMemory:
+    """Peak memory of the work done since `reset()`, in MB, measured the same way for both systems.
+
+    CUDA: torch.cuda.max_memory_allocated. CPU (Linux): the process's peak resident
+    set (VmHWM) minus its resident set at reset; the kernel's peak counter is reset
+    through /proc/self/clear_refs so only the work after reset counts. Where that is
+    not possible (not Linux), it reports -1.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.baseline_kb = 0
+        self.available = True
+        self.reset()
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.baseline_kb = _proc_status_kb("VmRSS")
+        except OSError:
+            self.available = False
+
+    def peak_mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        if self.device.type == "mps":
+            return torch.mps.driver_allocated_memory() / 2**20
+        if not self.available:
+            return -1.0
+        return max(_proc_status_kb("VmHWM") - self.baseline_kb, 0) / 1024

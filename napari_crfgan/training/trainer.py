@@ -1,0 +1,200 @@
+"""The trainer: one generator for both systems, yielding a typed report per step.
+
+It never prints; the CLI shows the reports with tqdm and napari with a progress bar
+and plots. Closing the generator (`gen.close()`) stops training between two steps
+and writes a checkpoint at the last finished iteration.
+
+Reproducibility: every random draw of iteration `it` (batch, slab, latent codes)
+comes from torch's global RNG reseeded from (seed, it). A resumed run therefore
+draws exactly what the uninterrupted run would have drawn; on CPU it ends bitwise
+identical to it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..data import VolumeDataset, to_modality_units
+from ..model import SYSTEMS, build_system, get_config
+from .checkpoint import CHECKPOINT_NAME, Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from .devices import PeakMemory, resolve_device
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message is one sentence for the user."""
+
+
+@dataclass
+class TrainOptions:
+    data: str  # a dataset folder, or demo-brain / demo-chest
+    out: str | Path = "runs/crfgan"
+    model: str = "crfgan"
+    preset: str = "small-64"
+    iterations: int = 2000
+    batch_size: int = 4
+    resume: bool = False
+    device: str = "auto"
+    seed: int = 0
+    checkpoint_every: int = 250
+    modality: str | None = None  # ct / mri; None: auto
+    conditional: bool = False  # class-conditional on the folder's labels.csv
+    precision: str = "fp32"  # fp32, or bf16 / fp16 autocast on CUDA
+    lr_g: float | None = None  # None: the preset's value
+    lr_d: float | None = None
+    lr_e: float | None = None
+    preview_every: int = 0  # 0: no preview volumes in the reports
+    demo_count: int | None = None  # number of demo volumes (None: the demo's default)
+
+    def validate(self) -> None:
+        if self.model not in SYSTEMS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(SYSTEMS)}")
+        get_config(self.preset)
+        for name in ("iterations", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be at least 1")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, not {self.precision!r}")
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    iteration: int  # iterations finished
+    iterations: int  # the run's target
+    losses: dict[str, float]
+    iters_per_s: float
+    peak_memory_mb: float
+    eta_s: float
+    device: str
+    checkpoint: str | None = None  # set when a checkpoint was written after this step
+    preview: np.ndarray | None = field(default=None, repr=False)  # [S, S, S] in modality units
+
+
+def prepare_dataset(options: TrainOptions, progress: Callable[[int, int], None] | None = None) -> VolumeDataset:
+    """Load (and cache) the training volumes; raises DatasetError before any training."""
+    size = get_config(options.preset).size
+    return VolumeDataset(options.data, size=size, modality=options.modality,
+                         conditional=options.conditional, progress=progress,
+                         demo_count=options.demo_count)
+
+
+def _config_for(options: TrainOptions, dataset: VolumeDataset):
+    overrides = {"num_classes": dataset.num_classes if options.conditional else 0}
+    for name in ("lr_g", "lr_d", "lr_e"):
+        if getattr(options, name) is not None:
+            overrides[name] = getattr(options, name)
+    return get_config(options.preset, **overrides)
+
+
+def _iteration_seed(seed: int, iteration: int) -> int:
+    return (seed * 1_000_003 + iteration) % (2**63)
+
+
+def train(options: TrainOptions, dataset: VolumeDataset | None = None) -> Iterator[TrainReport]:
+    """Train `options.model` and yield a TrainReport after every iteration."""
+    options.validate()
+    device = resolve_device(options.device)
+    out = Path(options.out)
+    ckpt_path = out / CHECKPOINT_NAME
+    if options.resume and not ckpt_path.is_file():
+        raise CheckpointError(f"nothing to resume: no checkpoint at {ckpt_path}")
+    if not options.resume and ckpt_path.is_file():
+        raise CheckpointError(f"{ckpt_path} already exists; pass resume to continue it or choose another output folder")
+    if dataset is None:
+        dataset = prepare_dataset(options)
+    if options.conditional and dataset.num_classes < 2:
+        raise TrainingError("conditional training needs a labels.csv with at least two classes")
+    cfg = _config_for(options, dataset)
+
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)  # denormal Adam moments slow CPU steps several-fold
+    memory = PeakMemory(device)
+    torch.manual_seed(options.seed)  # the initial weights
+    system = build_system(options.model, cfg).to(device)
+    system.set_precision(options.precision)
+    optimizers = system.make_optimizers()
+    start = 0
+    if options.resume:
+        ckpt = load_checkpoint(ckpt_path, model=options.model, preset=options.preset, config=cfg)
+        system.load_state_dict(ckpt.state)
+        for name, opt in optimizers.items():
+            opt.load_state_dict(ckpt.optimizers[name])
+        start = ckpt.iteration
+    system.train()
+
+    labels = torch.tensor(dataset.labels, dtype=torch.long) if cfg.num_classes else None
+    options_record = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(options).items()}
+    data_record = dataset.summary()
+    preview_z = _preview_latent(system, options.seed)
+    metrics: dict[str, float] = {}
+
+    def save(iteration: int) -> str:
+        rng = {"torch": torch.get_rng_state()}
+        if device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(device)
+        save_checkpoint(ckpt_path, Checkpoint(
+            model=options.model, preset=options.preset, config=cfg, iteration=iteration,
+            state=system.state_dict(),
+            optimizers={k: o.state_dict() for k, o in optimizers.items()},
+            rng=rng, options=options_record, data=data_record, metrics=metrics,
+        ))
+        return str(ckpt_path)
+
+    done = start
+    saved_at = start if options.resume else -1
+    t0 = time.perf_counter()
+    try:
+        for it in range(start, options.iterations):
+            torch.manual_seed(_iteration_seed(options.seed, it))
+            idx = torch.randint(0, len(dataset), (options.batch_size,))
+            real = torch.stack([dataset[int(i)] for i in idx]).to(device)
+            batch_labels = labels[idx].to(device) if labels is not None else None
+            try:
+                losses = system.train_step(real, batch_labels, it, optimizers)
+            except torch.OutOfMemoryError:
+                raise TrainingError(
+                    f"out of memory on {device} at batch size {options.batch_size} with preset "
+                    f"{options.preset}; try a smaller batch size or preset (last checkpoint kept)"
+                ) from None
+            done = it + 1
+            rate = (done - start) / max(time.perf_counter() - t0, 1e-9)
+            metrics = {"iters_per_s": rate, "peak_memory_mb": memory.peak_mb()}
+            checkpoint = None
+            if done % options.checkpoint_every == 0 or done == options.iterations:
+                checkpoint = save(done)
+                saved_at = done
+            preview = None
+            if options.preview_every and (done % options.preview_every == 0 or done == options.iterations):
+                preview = _preview(system, preview_z, dataset.modality)
+            yield TrainReport(
+                iteration=done, iterations=options.iterations, losses=losses,
+                iters_per_s=rate, peak_memory_mb=metrics["peak_memory_mb"],
+                eta_s=(options.iterations - done) / rate, device=str(device),
+                checkpoint=checkpoint, preview=preview,
+            )
+    except GeneratorExit:
+        # Stopped by the caller between two steps: keep what was trained.
+        if saved_at != done:
+            save(done)
+        raise
+    finally:
+        del system, optimizers
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _preview_latent(system, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed + 7919)
+    z = torch.randn(1, system.cfg.latent_dim, generator=gen).to(system.device)
+    labels = torch.zeros(1, dtype=torch.long, device=system.device) if system.cfg.num_classes else None
+    return system.condition(z, labels)[0]
+
+
+def _preview(system, z: torch.Tensor, modality: str) -> np.ndarray:
+    volume = system.generate(z)[0, 0].cpu().numpy()
+    return to_modality_units(volume, modality)
