@@ -44,17 +44,23 @@ def run_training(options) -> dict:
 
     from .training import prepare_dataset, train
 
+    bars: list = []
+
+    def progress(done: int, total: int) -> None:
+        if not bars or bars[-1].total != total or done < bars[-1].n:
+            if bars:
+                bars[-1].close()
+            bars.append(tqdm(total=total, desc="preparing data", unit="vol", leave=False))
+        bars[-1].n = done
+        bars[-1].refresh()
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        bar = tqdm(desc="preparing data", unit="vol", leave=False)
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
-        dataset = prepare_dataset(options, progress=progress)
-        bar.close()
+        try:
+            dataset = prepare_dataset(options, progress=progress)
+        finally:
+            for bar in bars:
+                bar.close()
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     print(f"data: {len(dataset)} volumes from {options.data} ({dataset.modality}, "

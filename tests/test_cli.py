@@ -1,0 +1,97 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from napari_crfgan.data import read_nifti
+from napari_crfgan.training import load_checkpoint
+
+CLI = [sys.executable, "-m", "napari_crfgan.cli"]
+
+
+def crfgan(*args, **kw):
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, **kw)
+
+
+@pytest.mark.parametrize("model,preset,total", [
+    ("hagan", "paper-256", 79_744_884), ("hagan", "paper-128", 79_583_972),
+    ("crfgan", "paper-256", 57_244_594), ("crfgan", "paper-128", 57_209_762),
+])
+def test_params_json(model, preset, total):
+    out = crfgan("params", "--model", model, "--preset", preset, "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["model"] == model and result["preset"] == preset and result["total"] == total
+    assert result["networks"]["generator"] == (52_448_513 if model == "crfgan" else 52_518_210)
+    assert sum(result["networks"].values()) == total
+
+
+def test_kill_resume_sample(tmp_path):
+    """SIGKILL mid-run, --resume to the end, then sample finite NIfTI at full resolution."""
+    run = tmp_path / "run"
+    args = ["train", "--data", "demo-brain", "--demo-count", "3", "--preset", "tiny-32", "--iterations", "1000",
+            "--batch-size", "2", "--checkpoint-every", "5", "--out", run, "--device", "cpu"]
+    proc = subprocess.Popen(CLI + [str(a) for a in args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run / "checkpoint.pt"
+    deadline = time.time() + 240
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    killed_at = load_checkpoint(ckpt).iteration  # the latest checkpoint is whole
+    assert 0 < killed_at < 1000
+    assert crfgan(*args).returncode == 2  # refuses to overwrite without --resume
+    args[args.index("1000")] = "30"  # a shorter target keeps the test quick
+    done = crfgan(*args, "--resume")
+    assert done.returncode == 0, done.stderr
+    assert load_checkpoint(ckpt).iteration == 30
+    out = crfgan("sample", "--checkpoint", ckpt, "--num", "2", "--seed", "3", "--out", tmp_path / "s", "--chunk", "8")
+    assert out.returncode == 0, out.stderr
+    files = sorted((tmp_path / "s").glob("*.nii.gz"))
+    assert [f.name for f in files] == ["sample_seed0003.nii.gz", "sample_seed0004.nii.gz"]
+    ckpt_spacing = tuple(load_checkpoint(ckpt).data["spacing"])
+    for f in files:
+        vol = read_nifti(f)
+        assert vol.data.shape == (32, 32, 32)
+        assert all(abs(a - b) < 1e-4 for a, b in zip(vol.spacing, ckpt_spacing))
+        assert vol.data.min() >= 0 and vol.data.max() <= 1  # MRI units
+
+
+def test_errors_are_one_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = crfgan("train", "--data", empty, "--preset", "tiny-32", "--out", tmp_path / "r")
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("crfgan: error:"), out.stderr
+    bad = tmp_path / "bad.pt"
+    bad.write_text("nope")
+    out = crfgan("sample", "--checkpoint", bad, "--out", tmp_path / "s")
+    assert out.returncode == 2 and "not a readable napari-crfgan checkpoint" in out.stderr
+    assert not (tmp_path / "s").exists() or not list((tmp_path / "s").iterdir())
+
+
+def test_no_qt_import_rule():
+    """Everything but the widget and napari-contribution modules imports without napari or Qt."""
+    code = r"""
+import importlib, pkgutil, sys
+BLOCKED = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "vispy")
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError("blocked for the test: " + name)
+sys.meta_path.insert(0, Block())
+import napari_crfgan
+skip = ("napari_crfgan.widgets", "napari_crfgan._reader", "napari_crfgan._writer", "napari_crfgan._sample_data")
+for m in pkgutil.walk_packages(napari_crfgan.__path__, "napari_crfgan."):
+    if not m.name.startswith(skip):
+        importlib.import_module(m.name)
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
