@@ -155,6 +155,19 @@ def cmd_bench(args) -> None:
     print("CRF-GAN / HA-GAN: " + ", ".join(f"{k} {v}" for k, v in result["ratios"].items()))
 
 
+def cmd_bench_sample(args) -> None:
+    from .evaluation.bench import bench_sampling
+
+    r = bench_sampling(args.preset, chunk=args.chunk, threads=args.threads)
+    if args.json:
+        print(json.dumps(r))
+        return
+    print(f"{args.preset} G^H decoding of one volume, {r['device']}")
+    for name in ("one_pass", "chunked"):
+        print(f"{name:9s} peak {r[name]['peak_memory_mb']:>8.1f} MB  {r[name]['seconds']:.2f} s")
+    print(f"chunked / one pass peak memory: {r['peak_memory_ratio']}, max abs difference {r['max_abs_diff']:.2e}")
+
+
 def cmd_demo(args) -> None:
     from .demo import run_demo
 
@@ -214,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
+
+    bs = sub.add_parser("bench-sample", help="peak memory of chunked vs one-pass full-volume decoding (CPU)")
+    bs.add_argument("--preset", choices=list(PRESETS), default="paper-256")
+    bs.add_argument("--chunk", type=int, default=32, help="image slices per chunk")
+    bs.add_argument("--threads", type=int)
+    bs.add_argument("--json", action="store_true")
+    bs.set_defaults(func=cmd_bench_sample)
 
     d = sub.add_parser("demo", help="train a small CRF-GAN on demo-brain, sample, write NIfTI and a PNG montage")
     d.add_argument("--out", default="runs/demo")
