@@ -1,0 +1,160 @@
+"""Peak training memory before training: one real step measured in a fresh process.
+
+Peak memory of a 3D GAN step is hard to predict from sizes alone: on CPU the
+convolution algorithm (and its workspace) changes with the batch size, and the
+first step pays for library start-up. So the estimate is a measurement: one
+training step (after a warm-up step) of the chosen system on a synthetic batch,
+run by `napari_crfgan.evaluation.bench._measure` in a fresh Python process, so
+nothing already allocated here counts. It is measured the same way as the
+trainer's `PeakMemory` (CPU: peak resident set over the step; CUDA:
+`torch.cuda.max_memory_allocated`) and cached per (model, preset, batch size,
+device, torch version) in memory and under `<cache_dir>/memory-estimates.json`.
+
+A run whose weights, gradients and Adam moments alone would not fit in the
+memory available here is not started; the estimate then gives that lower bound.
+
+No napari or Qt here: the Memory widget calls `estimate_training_memory` in a
+worker and renders the result.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .data import cache_dir
+from .model import build_system, get_config
+from .training.devices import resolve_device
+
+_MEMO: dict[str, "MemoryEstimate"] = {}
+CACHE_FILE = "memory-estimates.json"
+BYTES_PER_PARAMETER = 4 * 4  # fp32 weight, gradient and two Adam moments
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    model: str
+    preset: str
+    batch_size: int
+    device: str
+    state_mb: float  # weights + gradients + Adam moments: a lower bound
+    peak_memory_mb: float | None  # measured peak of one step; None when not measured
+    iters_per_s: float | None
+    note: str = ""  # why there is no measurement, or "cached"
+
+    def describe(self) -> str:
+        if self.peak_memory_mb is None:
+            return f"at least {self.state_mb:.0f} MB ({self.note})"
+        return f"{self.peak_memory_mb:.0f} MB peak, about {self.iters_per_s:.2g} it/s"
+
+
+def parameter_counts(model: str, preset: str) -> dict[str, int]:
+    """Parameters per network of `model` with `preset`, built on the meta device (no memory used)."""
+    with torch.device("meta"):
+        system = build_system(model, get_config(preset))
+    return system.network_counts()
+
+
+def state_memory_mb(model: str, preset: str) -> float:
+    """Memory of weights, gradients and both Adam moments in fp32, in MB."""
+    return sum(parameter_counts(model, preset).values()) * BYTES_PER_PARAMETER / 2**20
+
+
+def available_memory_mb(device: torch.device) -> float | None:
+    """Free memory on `device` in MB (CPU: MemAvailable), or None when unknown."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free / 2**20
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+    return None
+
+
+def _key(model: str, preset: str, batch_size: int, device: str) -> str:
+    return f"{model}|{preset}|{batch_size}|{device}|torch {torch.__version__}"
+
+
+def _cache_path() -> Path:
+    return cache_dir() / CACHE_FILE
+
+
+def _read_cache() -> dict:
+    try:
+        return json.loads(_cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(key: str, value: MemoryEstimate) -> None:
+    path = _cache_path()
+    data = _read_cache()
+    data[key] = asdict(value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def measure_in_subprocess(model: str, preset: str, batch_size: int, device: str, timeout: float = 3600) -> dict:
+    """One warm-up and one measured training step in a fresh Python process."""
+    cmd = [sys.executable, "-m", "napari_crfgan.memory_estimate", model, preset, str(batch_size), device]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        lines = (out.stderr.strip() or f"exit status {out.returncode}").splitlines()
+        raise RuntimeError(f"the memory measurement failed: {lines[-1]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def estimate_training_memory(model: str, preset: str, batch_size: int, device: str = "auto",
+                             use_cache: bool = True) -> MemoryEstimate:
+    """Peak memory of training `model`/`preset` at `batch_size` on `device`, measured once and cached."""
+    dev = resolve_device(device)
+    key = _key(model, preset, batch_size, str(dev))
+    if use_cache:
+        hit = _MEMO.get(key)
+        if hit is None and (raw := _read_cache().get(key)) is not None:
+            hit = MemoryEstimate(**raw)
+        if hit is not None:
+            _MEMO[key] = hit
+            return hit
+    state = state_memory_mb(model, preset)
+    free = available_memory_mb(dev)
+    if free is not None and state > free:
+        return MemoryEstimate(model, preset, batch_size, str(dev), round(state, 1), None, None,
+                              f"more than the {free:.0f} MB free on {dev}; not measured")
+    r = measure_in_subprocess(model, preset, batch_size, str(dev))
+    result = MemoryEstimate(model, preset, batch_size, str(dev), round(state, 1),
+                            float(r["peak_memory_mb"]), float(r["iters_per_s"]), "measured one step")
+    _MEMO[key] = result
+    if use_cache:
+        _write_cache(key, result)
+    return result
+
+
+def _main(argv: list[str] | None = None) -> None:
+    from .evaluation.bench import _measure
+
+    p = argparse.ArgumentParser(description="measure one training step (used by estimate_training_memory)")
+    p.add_argument("model")
+    p.add_argument("preset")
+    p.add_argument("batch_size", type=int)
+    p.add_argument("device")
+    a = p.parse_args(argv)
+    print(json.dumps(_measure(a.model, a.preset, a.batch_size, 1, a.device, 0, None)))
+
+
+if __name__ == "__main__":
+    _main()

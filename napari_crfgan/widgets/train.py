@@ -1,0 +1,300 @@
+"""Train widget: a form for TrainOptions, and a worker that runs `napari_crfgan.train`.
+
+The worker prepares the dataset and runs the trainer generator; it only yields
+(`Preparing`, `Prepared`, then each `TrainReport`). The main thread turns those
+into the progress bar, the loss plot, the preview layer and the shared state.
+Stop = `worker.quit()`: the worker closes the trainer generator, which writes a
+checkpoint at the last finished iteration.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import napari
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from napari.utils import progress
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
+                            QVBoxLayout, QWidget)
+from superqt import QCollapsible
+
+from .. import PRESETS, TrainOptions, TrainReport, available_devices, prepare_dataset, train
+from ..data import DEMO_DATASETS
+from ..training import CHECKPOINT_NAME
+from ._helpers import combo, notify_error, one_sentence, path_row, rate_spin, show_volume, spin, start_worker
+from ._state import RunMetrics, state_for
+
+SYSTEM_CHOICES = [("CRF-GAN", "crfgan"), ("HA-GAN", "hagan")]
+LOSS_LABELS = {"d": "D", "g": "G", "encoder": "encoder", "crf": "CRF", "global_encoder": "global encoder"}
+PREVIEW_LAYER = "training preview"
+
+
+@dataclass(frozen=True)
+class Preparing:
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Prepared:
+    summary: dict
+
+
+def _prepare(options: TrainOptions):
+    """prepare_dataset in a helper thread, yielding its progress; returns the dataset."""
+    updates: queue.Queue = queue.Queue()
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["dataset"] = prepare_dataset(options, progress=lambda d, t: updates.put(Preparing(d, t)))
+        except BaseException as exc:  # re-raised in the worker below
+            result["error"] = exc
+        finally:
+            updates.put(None)
+
+    threading.Thread(target=run, daemon=True, name="crfgan-prepare").start()
+    while (update := updates.get()) is not None:
+        yield update
+    if "error" in result:
+        raise result["error"]
+    return result["dataset"]
+
+
+def training_steps(options: TrainOptions):
+    """The worker's generator: Preparing..., Prepared, then the trainer's TrainReports."""
+    dataset = yield from _prepare(options)
+    yield Prepared(dataset.summary())
+    yield from train(options, dataset)  # closing this generator closes the trainer: checkpoint
+
+
+class LossPlot(FigureCanvasQTAgg):
+    """Loss curves of the run, one line per loss the trainer reports."""
+
+    def __init__(self) -> None:
+        self.figure = Figure(figsize=(4, 2.6), tight_layout=True)
+        super().__init__(self.figure)
+        self.axes = self.figure.add_subplot()
+        self.lines: dict = {}
+        self.clear()
+
+    def clear(self) -> None:
+        self.axes.clear()
+        self.axes.set_xlabel("iteration")
+        self.axes.set_ylabel("loss")
+        self.lines = {}
+        self.draw_idle()
+
+    def add(self, iteration: int, losses: dict) -> None:
+        for key, value in losses.items():
+            if key not in LOSS_LABELS:
+                continue
+            if key not in self.lines:
+                (self.lines[key],) = self.axes.plot([], [], label=LOSS_LABELS[key])
+                self.axes.legend(loc="upper right", fontsize="small")
+            line = self.lines[key]
+            line.set_data([*line.get_xdata(), iteration], [*line.get_ydata(), value])
+
+    def redraw(self) -> None:
+        self.axes.relim()
+        self.axes.autoscale_view()
+        self.draw_idle()
+
+
+class TrainWidget(QWidget):
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.state = state_for(viewer)
+        self.worker = None
+        self.pbar = None
+        self.options: TrainOptions | None = None
+        self.spacing = (1.0, 1.0, 1.0)
+        self.modality = "mri"
+        self.last_report: TrainReport | None = None
+        self._drawn_at = 0.0
+        self._failed = False
+        self.progress_done = 0
+
+        self.data = QComboBox()
+        self.data.setEditable(True)
+        self.data.addItems(DEMO_DATASETS)
+        self.data.setToolTip("a folder of .nii / .nii.gz / .npy volumes, or a demo set")
+        self.modality_box = combo(["auto", "ct", "mri"], "auto", "auto: CT when the data look like HU")
+        self.system = combo(SYSTEM_CHOICES, self.state.model)
+        self.preset = combo(list(PRESETS), self.state.preset)
+        self.batch = spin(self.state.batch_size, 1, 512)
+        self.iterations = spin(2000, 1, 10_000_000)
+        self.preview_every = spin(50, 0, 1_000_000, "refresh the preview layer every K iterations (0: never)")
+        self.device = combo(available_devices(), self.state.device)
+        self.out = QLineEdit(str(Path("runs/crfgan").resolve()))
+        self.resume = QCheckBox("continue the checkpoint in the output folder")
+
+        form = QFormLayout()
+        form.addRow("Data", path_row(self.data, True, "Dataset folder"))
+        form.addRow("Modality", self.modality_box)
+        form.addRow("System", self.system)
+        form.addRow("Preset", self.preset)
+        form.addRow("Batch size", self.batch)
+        form.addRow("Iterations", self.iterations)
+        form.addRow("Preview every", self.preview_every)
+        form.addRow("Device", self.device)
+        form.addRow("Output folder", path_row(self.out, True, "Output folder"))
+        form.addRow("Resume", self.resume)
+
+        self.lr_g, self.lr_d, self.lr_e = (rate_spin(f"{n} learning rate") for n in ("generator", "discriminator", "encoder"))
+        self.seed = spin(0, 0, 2**31 - 1)
+        self.checkpoint_every = spin(250, 1, 10_000_000)
+        self.demo_count = spin(0, 0, 10_000, "number of demo volumes (0: the demo's default)")
+        self.demo_count.setSpecialValueText("default")
+        self.conditional = QCheckBox("class-conditional on labels.csv")
+        self.precision = combo(["fp32", "bf16", "fp16"], "fp32", "bf16 / fp16 autocast need CUDA")
+        advanced = QCollapsible("Advanced")
+        adv = QWidget()
+        adv_form = QFormLayout(adv)
+        for label, w in [("LR generator", self.lr_g), ("LR discriminator", self.lr_d), ("LR encoder", self.lr_e),
+                         ("Seed", self.seed), ("Checkpoint every", self.checkpoint_every),
+                         ("Demo volumes", self.demo_count), ("Conditional", self.conditional),
+                         ("Precision", self.precision)]:
+            adv_form.addRow(label, w)
+        advanced.addWidget(adv)
+
+        self.start_button = QPushButton("Start")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.start_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.stop)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.stop_button)
+        self.status = QLabel("Ready.")
+        self.status.setWordWrap(True)
+        self.plot = LossPlot()
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(advanced)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addWidget(self.plot)
+
+        for w in (self.system, self.preset, self.device):
+            w.currentIndexChanged.connect(self._publish_choice)
+        self.batch.valueChanged.connect(self._publish_choice)
+        self._publish_choice()
+
+    # ---- form -> options -------------------------------------------------------------
+    def _publish_choice(self, *_) -> None:
+        s = self.state
+        s.model, s.preset = self.system.currentData(), self.preset.currentData()
+        s.batch_size, s.device = self.batch.value(), self.device.currentData()
+
+    def training_options(self) -> TrainOptions:
+        rates = {name: (box.value() or None) for name, box in
+                 (("lr_g", self.lr_g), ("lr_d", self.lr_d), ("lr_e", self.lr_e))}
+        modality = self.modality_box.currentData()
+        return TrainOptions(
+            data=self.data.currentText().strip(), out=self.out.text().strip(), model=self.system.currentData(),
+            preset=self.preset.currentData(), iterations=self.iterations.value(), batch_size=self.batch.value(),
+            resume=self.resume.isChecked(), device=self.device.currentData(), seed=self.seed.value(),
+            checkpoint_every=self.checkpoint_every.value(), modality=None if modality == "auto" else modality,
+            conditional=self.conditional.isChecked(), precision=self.precision.currentData(),
+            preview_every=self.preview_every.value(), demo_count=self.demo_count.value() or None, **rates)
+
+    # ---- run -------------------------------------------------------------------------
+    def start(self) -> None:
+        try:
+            options = self.training_options()
+            options.validate()
+            if not options.data:
+                raise ValueError("Choose a data folder or a demo set first.")
+        except ValueError as exc:
+            notify_error(exc)
+            return
+        self.options, self.last_report = options, None
+        self.plot.clear()
+        self.pbar = progress(total=0, desc="preparing data")
+        self._set_running(True)
+        self.status.setText("Preparing the data…")
+        self._failed = False
+        self.worker = start_worker(training_steps, options, yielded=self._on_yielded, errored=self._on_error,
+                                   finished=self._on_finished)
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.stop_button.setEnabled(False)
+            self.status.setText("Stopping after the current iteration; saving a checkpoint…")
+            self.worker.quit()
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+        self.state.training = running
+
+    def _on_yielded(self, item) -> None:
+        # napari's progress bar processes events when it moves, so a later item (or `finished`) can be
+        # handled inside these calls: the bar is always updated last
+        if isinstance(item, Preparing) and self.pbar is not None and self.pbar.desc == "preparing data":
+            self.status.setText(f"Preparing the data: {item.done} of {item.total} volumes…")
+            self.pbar.total = item.total
+            self.pbar.update(item.done - self.pbar.n)
+        elif isinstance(item, Prepared):
+            self.spacing = tuple(item.summary["spacing"])
+            self.modality = item.summary["modality"]
+            self.status.setText(f"Training on {item.summary['count']} {self.modality.upper()} volumes…")
+            self.pbar.close()
+            self.pbar = progress(total=self.options.iterations, desc="training")
+        elif isinstance(item, TrainReport):
+            self._on_report(item)
+
+    def _on_report(self, r: TrainReport) -> None:
+        self.last_report = r
+        self.plot.add(r.iteration, r.losses)
+        now = time.monotonic()
+        if now - self._drawn_at > 0.25 or r.iteration == r.iterations:
+            self.plot.redraw()
+            self._drawn_at = now
+        if r.preview is not None:
+            show_volume(self.viewer, PREVIEW_LAYER, r.preview, self.spacing, self.modality,
+                        {"iteration": r.iteration, "checkpoint": str(Path(self.options.out) / CHECKPOINT_NAME)})
+        self.state.last_run = RunMetrics("training", r.device, r.peak_memory_mb, r.iters_per_s,
+                                         detail=f"{self.options.model} {self.options.preset}, "
+                                                f"batch {self.options.batch_size}, iteration {r.iteration}")
+        losses = ", ".join(f"{LOSS_LABELS[k]} {v:.3g}" for k, v in r.losses.items() if k in LOSS_LABELS)
+        self.status.setText(f"Iteration {r.iteration} of {r.iterations}: {losses}. "
+                            f"{r.iters_per_s:.2f} it/s, ETA {r.eta_s:.0f} s, peak {r.peak_memory_mb:.0f} MB.")
+        if self.pbar is not None:  # last: napari's bar processes events, which may finish the run
+            self.pbar.update(r.iteration - self.pbar.n)
+
+    def _on_error(self, exc: BaseException) -> None:
+        self._failed = True
+        notify_error(exc)
+        self.status.setText(f"Failed: {one_sentence(exc)}")
+
+    def _on_finished(self) -> None:
+        import torch
+
+        stopped = self.worker is not None and self.worker.abort_requested
+        self.plot.redraw()
+        if self.pbar is not None:
+            self.progress_done = self.pbar.n  # where the bar got to (kept for display and tests)
+            self.pbar.close()
+        self.pbar, self.worker = None, None
+        self._set_running(False)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        ckpt = Path(self.options.out) / CHECKPOINT_NAME
+        if ckpt.is_file() and self.last_report is not None:
+            self.state.checkpoint = str(ckpt)
+        if self._failed:
+            return
+        at = self.last_report.iteration if self.last_report else 0
+        if stopped:
+            where = f"checkpoint at {ckpt}" if ckpt.is_file() else "no checkpoint was written"
+            self.status.setText(f"Stopped at iteration {at}; {where}.")
+        else:
+            self.status.setText(f"Finished {at} iterations; checkpoint at {ckpt}.")

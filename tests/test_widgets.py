@@ -1,0 +1,238 @@
+"""The four dock widgets in a real napari viewer (OpenGL: run under xvfb-run)."""
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari.utils.notifications import notification_manager  # noqa: E402
+from qtpy.QtCore import QTimer  # noqa: E402
+
+from napari_crfgan import Sampler  # noqa: E402
+from napari_crfgan.memory_estimate import parameter_counts  # noqa: E402
+from napari_crfgan.training import TrainOptions, load_checkpoint, train  # noqa: E402
+
+pytestmark = pytest.mark.gui
+PLUGIN = "napari-crfgan"
+WAIT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Tiny trained checkpoints (tiny-32, 2 iterations): CRF-GAN, HA-GAN and a conditional CRF-GAN."""
+    root = tmp_path_factory.mktemp("ckpt")
+    rng = np.random.default_rng(0)
+    data = root / "data"
+    data.mkdir()
+    for i in range(4):
+        np.save(data / f"v{i}.npy", rng.normal(size=(24, 32, 40)).astype(np.float32) * 50)
+    (data / "labels.csv").write_text("filename,label\nv0.npy,no\nv1.npy,yes\nv2.npy,no\nv3.npy,yes\n")
+    paths = {}
+    for name, model, cond in [("crfgan", "crfgan", False), ("hagan", "hagan", False), ("cond", "crfgan", True)]:
+        list(train(TrainOptions(data=str(data), out=root / name, model=model, preset="tiny-32", iterations=2,
+                                batch_size=2, device="cpu", conditional=cond)))
+        paths[name] = str(root / name / "checkpoint.pt")
+    return paths
+
+
+def dock(viewer, name):
+    return viewer.window.add_plugin_dock_widget(PLUGIN, name)[1]
+
+
+def choose(box, data):
+    index = box.findData(data)
+    assert index >= 0, data
+    box.setCurrentIndex(index)
+
+
+def idle(qtbot, widget):
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+
+
+def set_up_training(w, data, out, iterations, preview_every=0):
+    w.data.setEditText(str(data))
+    choose(w.preset, "tiny-32")
+    choose(w.device, "cpu")
+    w.batch.setValue(2)
+    w.iterations.setValue(iterations)
+    w.preview_every.setValue(preview_every)
+    w.out.setText(str(out))
+
+
+def test_training_runs_in_a_worker_with_progress_plot_preview_and_checkpoint(make_napari_viewer, qtbot, npy_folder,
+                                                                             tmp_path):
+    viewer = make_napari_viewer()
+    w = dock(viewer, "Train")
+    memory = dock(viewer, "Memory and speed")
+    set_up_training(w, npy_folder, tmp_path / "run", iterations=3, preview_every=2)
+    w.start()
+    assert w.worker is not None and not w.start_button.isEnabled() and w.stop_button.isEnabled()
+    idle(qtbot, w)
+    # progress, loss curves, preview layer, checkpoint
+    assert w.progress_done == 3
+    assert set(w.plot.lines) == {"d", "g", "encoder", "crf"}
+    for line in w.plot.lines.values():
+        assert list(line.get_xdata()) == [1, 2, 3] and np.isfinite(line.get_ydata()).all()
+    preview = viewer.layers["training preview"]
+    assert preview.data.shape == (32, 32, 32) and preview.metadata["iteration"] == 3
+    np.testing.assert_allclose(preview.scale, [40 / 32] * 3)  # 40 voxels of 1 mm fitted into 32
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    assert load_checkpoint(ckpt).iteration == 3
+    assert str(ckpt) in w.status.text() and w.start_button.isEnabled() and not w.stop_button.isEnabled()
+    # the shared state reached the memory widget
+    assert w.state.checkpoint == str(ckpt) and not w.state.training
+    assert w.state.last_run.kind == "training" and w.state.last_run.peak_memory_mb > 0
+    assert "Last training" in memory.last_run.text() and "MB" in memory.last_run.text()
+
+
+def test_event_loop_runs_while_training_and_stop_keeps_a_valid_checkpoint(make_napari_viewer, qtbot, npy_folder, tmp_path):
+    viewer = make_napari_viewer()
+    w = dock(viewer, "Train")
+    set_up_training(w, npy_folder, tmp_path / "run", iterations=10_000)
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    timer.start(20)
+    w.start()
+    qtbot.waitUntil(lambda: w.last_report is not None, timeout=WAIT_MS)
+    t0 = time.monotonic()
+    qtbot.waitUntil(lambda: w.last_report.iteration >= 3, timeout=WAIT_MS)
+    t1 = time.monotonic()
+    timer.stop()
+    # the Qt event loop kept running (a 20 ms timer kept firing) while the worker trained a step
+    during = [t for t in ticks if t0 <= t <= t1]
+    assert len(during) >= 0.25 * (t1 - t0) / 0.02, (len(during), t1 - t0)
+    assert max(np.diff([t0, *during, t1])) < 1.0
+    w.stop()
+    idle(qtbot, w)
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert 1 <= ckpt.iteration == w.last_report.iteration < 10_000
+    assert w.status.text().startswith("Stopped") and str(tmp_path / "run" / "checkpoint.pt") in w.status.text()
+    assert w.start_button.isEnabled() and not w.stop_button.isEnabled()
+
+
+def test_bad_folder_is_one_error_notification_and_the_widget_stays_usable(make_napari_viewer, qtbot, npy_folder,
+                                                                          tmp_path):
+    viewer = make_napari_viewer()
+    w = dock(viewer, "Train")
+    set_up_training(w, tmp_path / "no-such-folder", tmp_path / "run", iterations=1)
+    before = len(notification_manager.records)
+    w.start()
+    idle(qtbot, w)
+    new = notification_manager.records[before:]
+    assert len(new) == 1 and "does not exist" in new[0].message and "\n" not in new[0].message
+    assert w.start_button.isEnabled() and not w.stop_button.isEnabled() and not w.state.training
+    # usable again: a good folder trains
+    w.data.setEditText(str(npy_folder))
+    w.start()
+    idle(qtbot, w)
+    assert load_checkpoint(tmp_path / "run").iteration == 1
+
+
+def test_sampling_adds_scaled_layers_walks_and_3d(make_napari_viewer, qtbot, checkpoints):
+    viewer = make_napari_viewer()
+    w = dock(viewer, "Model and sample")
+    w.path.setText(checkpoints["crfgan"])
+    choose(w.device, "cpu")
+    w.load()
+    idle(qtbot, w)
+    info = w.info.text()
+    assert "CRF-GAN" in info and "tiny-32" in info and "iteration 2" in info and "4 MRI volumes" in info
+    assert not w.label.isEnabled()
+    spacing = w.sampler.spacing
+    w.seed.setValue(5)
+    w.count.setValue(2)
+    w.generate()
+    idle(qtbot, w)
+    for seed in (5, 6):
+        layer = viewer.layers[f"CRF-GAN seed {seed}"]
+        assert layer.data.shape == (32, 32, 32)
+        np.testing.assert_allclose(layer.scale, spacing)
+        assert layer.metadata["seed"] == seed and layer.metadata["checkpoint"] == checkpoints["crfgan"]
+        assert tuple(layer.contrast_limits) == (0.0, 1.0)  # MRI in [0, 1]
+    np.testing.assert_allclose(viewer.layers["CRF-GAN seed 6"].data, w.sampler.sample(1, seed=6)[0].data, atol=1e-5)
+    assert w.state.last_run.kind == "sampling"
+    w.show_3d()
+    assert viewer.dims.ndisplay == 3
+    w.steps.setValue(3)
+    w.interpolate()
+    idle(qtbot, w)
+    walk = viewer.layers["walk 0 to 1"]
+    assert walk.data.shape == (3, 32, 32, 32)
+    np.testing.assert_allclose(walk.scale, (1.0, *spacing))
+
+
+def test_conditional_model_offers_its_class_names(make_napari_viewer, qtbot, checkpoints):
+    viewer = make_napari_viewer()
+    w = dock(viewer, "Model and sample")
+    w.path.setText(checkpoints["cond"])
+    w.load()
+    idle(qtbot, w)
+    assert w.label.isEnabled() and [w.label.itemText(i) for i in range(w.label.count())] == ["no", "yes"]
+    w.label.setCurrentIndex(1)
+    w.generate()
+    idle(qtbot, w)
+    assert viewer.layers["CRF-GAN seed 0"].metadata["label"] == 1
+
+
+def test_consistency_overlay_is_aligned_with_the_volume(make_napari_viewer, qtbot, checkpoints):
+    viewer = make_napari_viewer()
+    sample = dock(viewer, "Model and sample")
+    crf = dock(viewer, "CRF consistency map")
+    sample.path.setText(checkpoints["crfgan"])
+    sample.load()
+    idle(qtbot, sample)
+    assert crf.compute_button.isEnabled() and "CRF over a 2×2×2 patch grid" in crf.model.text()
+    sample.generate()
+    idle(qtbot, sample)
+    volume = viewer.layers["CRF-GAN seed 0"]
+    volume.translate = (10.0, -5.0, 3.0)  # a volume placed anywhere: the overlay follows it
+    crf.layer.setCurrentText(volume.name)
+    crf.compute()
+    idle(qtbot, crf)
+    overlay = crf.overlay
+    assert overlay.data.shape == (2, 2, 2) and overlay.opacity == 0.5 and overlay.blending == "translucent"
+
+    def box(layer):  # world extent of the voxels, edges included
+        e, s = np.asarray(layer.extent.world), np.asarray(layer.scale)
+        return e[0] - s / 2, e[1] + s / 2
+
+    np.testing.assert_allclose(box(overlay), box(volume))
+    expected = Sampler(checkpoints["crfgan"], device="cpu").consistency(volume.data)
+    np.testing.assert_allclose(overlay.data, expected.marginals, atol=1e-5)
+    assert "probability" in crf.legend.text()
+    choose(crf.kind, "agreement")
+    np.testing.assert_allclose(crf.overlay.data, expected.agreement, atol=1e-5)
+    assert "neighbours" in crf.legend.text()
+    choose(crf.blending, "additive")
+    assert crf.overlay.blending == "additive"
+
+
+def test_hagan_checkpoint_has_no_crf(make_napari_viewer, qtbot, checkpoints):
+    viewer = make_napari_viewer()
+    crf = dock(viewer, "CRF consistency map")
+    crf.load(checkpoints["hagan"])
+    idle(qtbot, crf)
+    assert "has no CRF" in crf.model.text() and not crf.compute_button.isEnabled()
+
+
+def test_memory_widget_follows_the_train_choice_and_estimates(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    train_w = dock(viewer, "Train")
+    memory = dock(viewer, "Memory and speed")
+    choose(train_w.preset, "tiny-32")
+    choose(train_w.device, "cpu")
+    train_w.batch.setValue(2)
+    assert "tiny-32" in memory.choice.text() and "batch 2" in memory.choice.text()
+    total = sum(parameter_counts("crfgan", "tiny-32").values())
+    qtbot.waitUntil(lambda: f"{total:,}" in memory.params.text(), timeout=WAIT_MS)
+    memory.run_estimate()
+    qtbot.waitUntil(lambda: memory.estimate is not None, timeout=WAIT_MS)
+    qtbot.waitUntil(memory.estimate_button.isEnabled, timeout=WAIT_MS)
+    e = memory.estimate
+    assert (e.model, e.preset, e.batch_size, e.device) == ("crfgan", "tiny-32", 2, "cpu") and e.peak_memory_mb > 0
+    assert "MB peak" in memory.estimate_label.text()
+    train_w.batch.setValue(3)
+    assert "No estimate" in memory.estimate_label.text()
