@@ -202,6 +202,47 @@ def cmd_demo(args) -> None:
              num_samples=args.num, device=args.device, seed=args.seed)
 
 
+def cmd_downstream(args) -> None:
+    from .data import VolumeDataset
+    from .evaluation.downstream import AugmentationSettings, augmentation_markdown, run_augmentation, split_indices
+    from .sampling import Sampler
+
+    generators: dict = {"real only": None}
+    for spec in args.checkpoint or []:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = Path(spec).parent.name or spec, spec
+        generators[f"+ {name}"] = Sampler(path, device=args.device)
+    sizes = {g.cfg.size for g in generators.values() if g is not None}
+    if len(sizes) > 1:
+        raise ValueError(f"the checkpoints make volumes of different sizes: {sorted(sizes)}")
+    size = sizes.pop() if sizes else args.size
+    data = VolumeDataset(args.data, size=size, conditional=True, demo_count=args.demo_count)
+    settings = AugmentationSettings(max_epochs=args.max_epochs, patience=args.patience, threads=args.threads)
+    split = split_indices(data.labels, settings.split, settings.split_seed)
+    for name, g in generators.items():
+        if g is not None and g.checkpoint.data.get("count", 0) > len(split["train"]):
+            print(f"warning: {name[2:]} was trained on {g.checkpoint.data['count']} volumes, more than the "
+                  f"{len(split['train'])} of the training split: it may have seen validation or test volumes "
+                  "(crfgan paper-tables trains on the split)", file=sys.stderr)
+    result = run_augmentation(data, generators, seeds=range(args.seeds), settings=settings, positive=args.positive,
+                              split=split, progress=lambda msg: print(msg, file=sys.stderr))
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result) if args.json else augmentation_markdown(result))
+
+
+def cmd_paper_tables(args) -> None:
+    from .evaluation.paper_tables import command_line, run_paper_tables
+
+    command = command_line(args.budget, args.out, args.work, args.device, args.threads, args.fresh)
+    run_paper_tables(args.budget, out=args.out, work=args.work, device=args.device,
+                     threads=-1 if args.threads is None else (args.threads or None), fresh=args.fresh,
+                     command=command, progress=lambda msg: print(msg, file=sys.stderr))
+    print(f"wrote {Path(args.out) / 'results.md'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .model import PRESETS, SYSTEMS
 
@@ -290,6 +331,34 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="auto")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
+
+    ds = sub.add_parser("downstream", help="augmentation task: a nodule classifier on real vs real + synthetic volumes")
+    ds.add_argument("--data", default="demo-chest", help="two-class folder with labels.csv, or demo-chest")
+    ds.add_argument("--checkpoint", action="append", metavar="NAME=PATH",
+                    help="conditional generator to augment with (repeatable); the generators should be trained "
+                         "on the training split only")
+    ds.add_argument("--positive", default="nodule", help="positive class name or index")
+    ds.add_argument("--seeds", type=int, default=10, help="classifier seeds per arm")
+    ds.add_argument("--max-epochs", type=int, default=50)
+    ds.add_argument("--patience", type=int, default=6, help="early stopping on the validation loss")
+    ds.add_argument("--size", type=int, default=64, help="cube side without checkpoints")
+    ds.add_argument("--demo-count", type=int, help="number of demo volumes")
+    ds.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    ds.add_argument("--device", default="auto", help="sampling device")
+    ds.add_argument("--json", action="store_true")
+    ds.add_argument("--report", help="also write the raw result as JSON here")
+    ds.set_defaults(func=cmd_downstream)
+
+    pt = sub.add_parser("paper-tables", help="train both systems and write the paper's five tables to results.md")
+    pt.add_argument("--budget", choices=["tiny", "small", "paper"], default="small",
+                    help="tiny: tests; small: CPU, under an hour on 2 cores; paper: GPU scale (needs CUDA)")
+    pt.add_argument("--out", default="docs", help="folder of results.md (figures in OUT/images)")
+    pt.add_argument("--work", default="runs/paper-tables", help="checkpoints and raw JSON (finished runs reused)")
+    pt.add_argument("--device", default="cpu", help="training and sampling device")
+    pt.add_argument("--threads", type=int, help="torch CPU threads (default: the budget's, 1 for tiny and small; "
+                                                "0: torch's default)")
+    pt.add_argument("--fresh", action="store_true", help="retrain everything (delete the budget's work folder)")
+    pt.set_defaults(func=cmd_paper_tables)
     return p
 
 
