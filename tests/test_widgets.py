@@ -175,6 +175,7 @@ def test_conditional_model_offers_its_class_names(make_napari_viewer, qtbot, che
     w.generate()
     idle(qtbot, w)
     assert viewer.layers["CRF-GAN seed 0"].metadata["label"] == 1
+    assert w.label.currentIndex() == 1  # the choice survives a run
 
 
 def test_consistency_overlay_is_aligned_with_the_volume(make_napari_viewer, qtbot, checkpoints):

@@ -133,10 +133,8 @@ class SampleWidget(QWidget):
 
     def _show_model(self, sampler) -> None:
         self.sampler = sampler
-        ready = sampler is not None
-        for w in (self.generate_button, self.interpolate_button):
-            w.setEnabled(ready)
-        if not ready:
+        self._enable()
+        if sampler is None:
             return
         self.info.setText(describe(sampler))
         self.label.clear()
@@ -196,9 +194,14 @@ class SampleWidget(QWidget):
         for w in (self.load_button, self.generate_button, self.interpolate_button):
             w.setEnabled(False)
 
+    def _enable(self) -> None:
+        idle = self.worker is None
+        self.load_button.setEnabled(idle)
+        for w in (self.generate_button, self.interpolate_button):
+            w.setEnabled(idle and self.sampler is not None)
+
     def _idle(self) -> None:
         self.worker = None
-        self.load_button.setEnabled(True)
-        self._show_model(self.sampler)
+        self._enable()
         if self.status.text().endswith("…"):
             self.status.setText("Done." if self.sampler else "")

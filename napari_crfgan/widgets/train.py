@@ -246,7 +246,8 @@ class TrainWidget(QWidget):
             self.spacing = tuple(item.summary["spacing"])
             self.modality = item.summary["modality"]
             self.status.setText(f"Training on {item.summary['count']} {self.modality.upper()} volumes…")
-            self.pbar.close()
+            preparing, self.pbar = self.pbar, None
+            preparing.close()
             self.pbar = progress(total=self.options.iterations, desc="training")
         elif isinstance(item, TrainReport):
             self._on_report(item)
