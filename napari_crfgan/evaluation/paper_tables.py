@@ -71,7 +71,8 @@ class Budget:
     aug_settings: AugmentationSettings = field(default_factory=AugmentationSettings)
     eval_options: dict = field(default_factory=dict)  # passed to evaluate()
     param_presets: tuple[str, ...] = ("paper-64", "paper-128", "paper-256")
-    memory_presets: tuple[str, ...] = ("paper-64", "paper-128")  # CPU
+    memory_presets: tuple[str, ...] = ("paper-64", "paper-128")  # measured on bench_device
+    bench_device: str = "cpu"
     memory_batches: tuple[int, ...] = (2, 4, 6)
     memory_iterations: int = 1  # timed iterations after the warm-up step (memory-only runs)
     speed_batch: int = 2  # Table 4; its runs also give Table 3's memory at this batch
@@ -93,7 +94,7 @@ BUDGETS: dict[str, Budget] = {
         eval_options=dict(features=("shallow",), seeds=(0,), kid_subsets=10, mmd_permutations=20,
                           msssim_pairs=4, n_boot=50),
         memory_presets=("tiny-32",), memory_batches=(2,), speed_iterations=2, speed_repeats=1,
-        cuda_presets=(),
+        cuda_presets=("tiny-32",),
     ),
     "small": Budget(
         name="small",
@@ -108,8 +109,8 @@ BUDGETS: dict[str, Budget] = {
         gan_preset="paper-256", gan_batch_size=4, brain_count=512, brain_iterations=80_000, num_samples=512,
         chest_count=512, chest_iterations=40_000, aug_seeds=10,
         aug_settings=AugmentationSettings(max_epochs=100, patience=10, batch_size=8, width=16),
-        memory_presets=("paper-64", "paper-128"), speed_iterations=20, speed_repeats=3,
-        threads=None, needs_cuda=True,
+        memory_presets=("paper-64", "paper-128", "paper-256"), bench_device="cuda", cuda_presets=(),
+        speed_iterations=20, speed_repeats=3, threads=None, needs_cuda=True,
     ),
 }
 
@@ -312,9 +313,10 @@ def _hardware(budget: Budget, log) -> dict:
             timed = b == budget.speed_batch
             its = budget.speed_iterations if timed else budget.memory_iterations
             reps = budget.speed_repeats if timed else 1
-            log(f"bench {preset} batch {b} on cpu ({its} timed iterations, {reps} repeats)")
+            log(f"bench {preset} batch {b} on {budget.bench_device} ({its} timed iterations, {reps} repeats)")
             t = time.perf_counter()
-            r = bench(preset, batch_size=b, iterations=its, device="cpu", repeats=reps, threads=budget.threads)
+            r = bench(preset, batch_size=b, iterations=its, device=budget.bench_device, repeats=reps,
+                      threads=budget.threads)
             r["seconds"] = round(time.perf_counter() - t, 1)
             memory.setdefault(preset, {})[b] = r
             if timed:
@@ -486,9 +488,10 @@ def _table4(hardware: dict, realism: dict, budget: Budget) -> list[str]:
         lines.append(f"| {preset} | {r['device']} | {r['batch_size']} | {h:.4g} | {c:.4g} | {100 * (c / h - 1):+.1f}% "
                      f"| {'' if paper is None else f'{paper}%'} |")
     tr = {m: realism["models"][m]["train"] for m in MODELS}
-    if all(not t.get("reused") and t.get("iters_per_s") for t in tr.values()):
+    if all(t.get("iters_per_s") for t in tr.values()):
         h, c = tr["hagan"]["iters_per_s"], tr["crfgan"]["iters_per_s"]
-        lines.append(f"| {budget.gan_preset} (Table 1 training run, whole run) | {tr['crfgan']['device']} | "
+        note = " (trained by an earlier run, reused)" if any(t.get("reused") for t in tr.values()) else ""
+        lines.append(f"| {budget.gan_preset} (Table 1 training, whole run{note}) | {tr['crfgan']['device']} | "
                      f"{budget.gan_batch_size} | {h:.4g} | {c:.4g} | {100 * (c / h - 1):+.1f}% | |")
     return lines
 
@@ -505,21 +508,29 @@ def _differences(params, hardware, realism, augmentation, budget) -> list[str]:
                + (f"; within {worst:.2f} percentage points of the paper." if worst < 0.1 else
                   f"; up to {worst:.2f} percentage points away from the paper."))
     # memory
-    less = []
-    for preset, per_batch in hardware["memory"].items():
-        for b, r in per_batch.items():
-            v = _pct_less(r["results"]["crfgan"]["peak_memory_mb"], r["results"]["hagan"]["peak_memory_mb"])
-            if v is not None:
-                less.append(v)
-    if less:
-        avg = float(np.mean(less))
-        verdict = ("less, as in the paper" if avg > 0 else "MORE, the opposite of the paper")
-        out.append(f"- **Peak memory (Table 3)**: on CPU CRF-GAN used {abs(avg):.1f}% {verdict} "
-                   f"(average over the CPU rows; paper: about {PAPER['memory_less_pct_avg']}% less on GPU). "
-                   "The paper measures the GPU allocator; here it is the worker's peak resident set on CPU, which "
-                   "includes the allocator's and the runtime's overheads, so the sizes are not comparable with the "
-                   "paper's MB, only the direction and rough size of the difference."
-                   + ("" if hardware["cuda"] else " The 256^3 rows of the paper were not measured (no CUDA device)."))
+    rows: dict[str, list[tuple[str, int, float]]] = {}
+    for source in ("memory", "cuda"):
+        for preset, per_batch in hardware[source].items():
+            for b, r in per_batch.items():
+                if "error" in r:
+                    continue
+                v = _pct_less(r["results"]["crfgan"]["peak_memory_mb"], r["results"]["hagan"]["peak_memory_mb"])
+                if v is not None:
+                    rows.setdefault(torch.device(r["device"].split()[0]).type, []).append((preset, b, v))
+    for dev, items in rows.items():
+        avg = float(np.mean([v for *_, v in items]))
+        verdict = "less, as in the paper" if avg > 0 else "MORE, the opposite of the paper"
+        detail = ", ".join(f"{p} batch {b}: {v:+.1f}%" for p, b, v in items)
+        text = (f"- **Peak memory (Table 3)**: on {dev.upper()} CRF-GAN used {abs(avg):.1f}% {verdict} on average "
+                f"(less per row: {detail}; paper: about {PAPER['memory_less_pct_avg']}% less on GPU).")
+        if dev == "cpu":
+            text += (" The paper measures the GPU allocator; here it is the worker's peak resident set on CPU, "
+                     "which includes the allocator's and the runtime's overheads, so the sizes are not comparable "
+                     "with the paper's MB, only the direction and rough size of the difference.")
+        out.append(text)
+    if not hardware["cuda_available"] and budget.cuda_presets:
+        out.append(f"- **Peak memory at {', '.join(budget.cuda_presets)}**: not measured (no CUDA device here); "
+                   "the paper's 256^3 figures have no counterpart in this run.")
     # speed
     for preset, r in hardware["speed"].items():
         h, c = r["results"]["hagan"]["iters_per_s"], r["results"]["crfgan"]["iters_per_s"]
@@ -527,9 +538,9 @@ def _differences(params, hardware, realism, augmentation, budget) -> list[str]:
         paper = PAPER["speed_faster_pct"].get(preset)
         ref = f"paper: {paper}% faster on GPU" if paper is not None else "not in the paper"
         word = "faster" if faster >= 0 else "SLOWER"
-        out.append(f"- **Speed (Table 4), {preset}**: CRF-GAN was {abs(faster):.1f}% {word} than HA-GAN on CPU at "
-                   f"batch {r['batch_size']} ({ref}); best of {r['repeats']} alternating runs of "
-                   f"{r['iterations']} iterations.")
+        out.append(f"- **Speed (Table 4), {preset}**: CRF-GAN was {abs(faster):.1f}% {word} than HA-GAN on "
+                   f"{r['device']} at batch {r['batch_size']} ({ref}); best of {r['repeats']} alternating runs "
+                   f"of {r['iterations']} iterations.")
     # realism
     res = {m: realism["models"][m]["metrics"] for m in MODELS}
     floor = res["crfgan"]["real_vs_real"]
