@@ -125,22 +125,28 @@ def _pairs(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
     return np.stack([iu[pick], ju[pick]], axis=1)
 
 
-def msssim_pair_values(volumes, *, pairs: int = 100, seed: int = 0, batch_size: int = 8,
-                       **kwargs) -> np.ndarray:
-    """MS-SSIM of up to ``pairs`` random distinct pairs of one set (all pairs if fewer)."""
+def msssim_pair_values(volumes, *, pairs: int = 100, seed: int = 0,
+                       batch_size: int | None = None, **kwargs) -> np.ndarray:
+    """MS-SSIM of up to ``pairs`` random distinct pairs of one set (all pairs if fewer).
+
+    ``batch_size`` pairs are compared at once (default: about 2^22 voxels a
+    batch, at most 32 pairs).
+    """
     v = np.asarray(volumes, dtype=np.float32)
     if v.ndim == 5 and v.shape[1] == 1:
         v = v[:, 0]
     if len(v) < 2:
         raise ValueError("diversity needs at least 2 volumes")
+    if batch_size is None:
+        batch_size = max(1, min(32, (1 << 22) // int(np.prod(v.shape[1:]))))
     idx = _pairs(len(v), pairs, np.random.default_rng(seed))
     vals = [ms_ssim(v[idx[i:i + batch_size, 0]], v[idx[i:i + batch_size, 1]], **kwargs)
             for i in range(0, len(idx), batch_size)]
     return np.concatenate(vals)
 
 
-def msssim_diversity(volumes, *, pairs: int = 100, seed: int = 0, batch_size: int = 8,
-                     **kwargs) -> tuple[float, float]:
+def msssim_diversity(volumes, *, pairs: int = 100, seed: int = 0,
+                     batch_size: int | None = None, **kwargs) -> tuple[float, float]:
     """Mean and std of MS-SSIM over random distinct pairs of one sample set.
 
     Lower = more diverse. Compare the generated value with the same on real

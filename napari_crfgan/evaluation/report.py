@@ -154,7 +154,7 @@ def _volume_metrics(real: np.ndarray, fake: np.ndarray, refs: Sequence[np.ndarra
 
 def evaluate(real, fake, *, features: Sequence[str] = ("shallow", "resnet10"),
              seeds: Sequence[int] = (0, 1, 2), medicalnet: str | None = None,
-             seam_period: int | None = None, rng_seed: int = 0, batch_size: int = 4,
+             seam_period: int | None = None, rng_seed: int = 0, batch_size: int | None = None,
              kid_subsets: int = 100, mmd_permutations: int = 200, msssim_pairs: int = 100,
              n_boot: int = 1000, max_chunks: int = 8,
              progress: Callable[[str], None] | None = None) -> dict:
@@ -185,7 +185,8 @@ def evaluate(real, fake, *, features: Sequence[str] = ("shallow", "resnet10"),
             axis length // 8, the CRF-GAN slab along D).
         rng_seed: seed of the real split, fake chunks, KID subsets, permutations,
             MS-SSIM pairs and bootstraps.
-        batch_size: volumes per forward pass of the extractors.
+        batch_size: volumes per forward pass of the extractors (default: about
+            2^23 voxels a batch, see ``features.auto_batch_size``).
         kid_subsets, mmd_permutations, msssim_pairs, n_boot: sizes of the
             random procedures.
         max_chunks: most fake chunks of ``N // 2`` used by matched metrics.
