@@ -5,7 +5,7 @@ opens a real napari viewer, loads the checkpoint in the "Model and sample" widge
 generates a volume, computes its consistency map in the "CRF consistency map"
 widget and saves a screenshot of the window. Needs a display with OpenGL:
 
-    xvfb-run -a python scripts/screenshot.py
+    xvfb-run -a -s "-screen 0 1920x1200x24" python scripts/screenshot.py
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def main() -> None:
     p.add_argument("--data", default="demo-brain")
     p.add_argument("--demo-count", type=int, default=8)
     p.add_argument("--preset", default="small-64")
-    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--iterations", type=int, default=1000)
     p.add_argument("--run", default=str(ROOT / "runs" / "screenshot"))
     p.add_argument("--seed", type=int, default=3)
     p.add_argument("--out", default=str(ROOT / "docs" / "images" / "viewer.png"))
@@ -58,13 +58,14 @@ def main() -> None:
     ckpt = Path(args.checkpoint) if args.checkpoint else train_checkpoint(args)
 
     import napari
+    from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QApplication
 
     viewer = napari.Viewer(title="napari-crfgan")
     app = QApplication.instance()
-    viewer.window.resize(1600, 1000)
-    _, sample = viewer.window.add_plugin_dock_widget("napari-crfgan", "Model and sample")
-    _, crf = viewer.window.add_plugin_dock_widget("napari-crfgan", "CRF consistency map", tabify=False)
+    viewer.window.resize(1600, 1150)
+    sample_dock, sample = viewer.window.add_plugin_dock_widget("napari-crfgan", "Model and sample")
+    crf_dock, crf = viewer.window.add_plugin_dock_widget("napari-crfgan", "CRF consistency map")
     sample.path.setText(str(ckpt))
     sample.load()
     wait(app, sample)
@@ -83,6 +84,8 @@ def main() -> None:
     camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
     camera.angles = (-15.0, 30.0, 120.0)
     camera.zoom *= 0.75
+    # give each dock the height it needs
+    sample_dock.parentWidget().resizeDocks([sample_dock, crf_dock], [470, 600], Qt.Orientation.Vertical)
     app.processEvents()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
