@@ -86,3 +86,32 @@ def test_paper_budget_needs_cuda(tmp_path):
         pytest.skip("CUDA is present")
     with pytest.raises(PaperTablesError, match="CUDA"):
         run_paper_tables("paper", out=tmp_path, work=tmp_path / "work", device="cpu")
+
+
+def test_side_by_side_training_matches_in_process_training(tmp_path):
+    """The small budget trains both systems in two worker processes; the checkpoints are the same."""
+    import dataclasses
+
+    from napari_crfgan.evaluation.paper_tables import _options, _train_both
+    from napari_crfgan.training import load_checkpoint
+
+    budget = dataclasses.replace(BUDGETS["tiny"], parallel_training=True, brain_iterations=2)
+    opts = {m: _options(budget, "demo-brain", tmp_path / "par" / m, m, 2, "cpu", demo_count=8)
+            for m in ("crfgan", "hagan")}
+    runs = _train_both(budget, opts, None, lambda msg: None)
+    assert set(runs) == {"crfgan", "hagan"}
+    for m, run in runs.items():
+        assert not run["reused"] and run["iterations"] == 2 and run["history"]["iteration"][-1] == 2
+    seq = {m: dataclasses.replace(o, out=tmp_path / "seq" / m) for m, o in opts.items()}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _train_both(dataclasses.replace(budget, parallel_training=False), {"crfgan": seq["crfgan"]}, None,
+                    lambda msg: None)
+    finally:
+        torch.set_num_threads(threads)
+    a = load_checkpoint(tmp_path / "par" / "crfgan").state
+    b = load_checkpoint(tmp_path / "seq" / "crfgan").state
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    again = _train_both(budget, opts, None, lambda msg: None)  # finished runs are reused, not retrained
+    assert all(r["reused"] for r in again.values())
