@@ -37,3 +37,23 @@ def npy_folder(tmp_path):
         vol = np.exp(-((grid - centre) ** 2).sum(0) / 0.2) * 100 + rng.normal(0, 1, (40, 40, 40))
         np.save(folder / f"vol{i}.npy", vol.astype(np.float32))
     return folder
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory):
+    """Tiny trained checkpoints (tiny-32, 2 iterations): CRF-GAN, HA-GAN and a conditional CRF-GAN."""
+    from napari_crfgan.training import TrainOptions, train
+
+    root = tmp_path_factory.mktemp("ckpt")
+    rng = np.random.default_rng(0)
+    data = root / "data"
+    data.mkdir()
+    for i in range(4):
+        np.save(data / f"v{i}.npy", rng.normal(size=(24, 32, 40)).astype(np.float32) * 50)
+    (data / "labels.csv").write_text("filename,label\nv0.npy,no\nv1.npy,yes\nv2.npy,no\nv3.npy,yes\n")
+    paths = {}
+    for name, model, cond in [("crfgan", "crfgan", False), ("hagan", "hagan", False), ("cond", "crfgan", True)]:
+        list(train(TrainOptions(data=str(data), out=root / name, model=model, preset="tiny-32", iterations=2,
+                                batch_size=2, device="cpu", conditional=cond)))
+        paths[name] = str(root / name / "checkpoint.pt")
+    return paths

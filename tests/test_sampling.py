@@ -5,7 +5,6 @@ import torch
 from napari_crfgan.data import read_nifti
 from napari_crfgan.model import build_system, get_config
 from napari_crfgan.sampling import Sampler, decode_chunked
-from napari_crfgan.training import TrainOptions, train
 
 
 @pytest.mark.parametrize("preset", ["tiny-32", "small-64"])
@@ -21,24 +20,6 @@ def test_chunked_decoding_equals_one_pass(preset, chunk):
         chunked = decode_chunked(system.head, emb, chunk)
     assert chunked.shape == one.shape
     assert (chunked - one).abs().max().item() <= 1e-5
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    """Tiny trained checkpoints: CRF-GAN, HA-GAN and a conditional CRF-GAN."""
-    root = tmp_path_factory.mktemp("ckpt")
-    rng = np.random.default_rng(0)
-    data = root / "data"
-    data.mkdir()
-    for i in range(4):
-        np.save(data / f"v{i}.npy", rng.normal(size=(24, 32, 40)).astype(np.float32) * 50)
-    (data / "labels.csv").write_text("filename,label\nv0.npy,no\nv1.npy,yes\nv2.npy,no\nv3.npy,yes\n")
-    paths = {}
-    for name, model, cond in [("crfgan", "crfgan", False), ("hagan", "hagan", False), ("cond", "crfgan", True)]:
-        list(train(TrainOptions(data=str(data), out=root / name, model=model, preset="tiny-32", iterations=2,
-                                batch_size=2, device="cpu", conditional=cond)))
-        paths[name] = root / name / "checkpoint.pt"
-    return paths
 
 
 def test_sample_writes_nifti_with_spacing(checkpoints, tmp_path):

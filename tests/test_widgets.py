@@ -12,29 +12,11 @@ from qtpy.QtCore import QTimer  # noqa: E402
 
 from napari_crfgan import Sampler  # noqa: E402
 from napari_crfgan.memory_estimate import parameter_counts  # noqa: E402
-from napari_crfgan.training import TrainOptions, load_checkpoint, train  # noqa: E402
+from napari_crfgan.training import load_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.gui
 PLUGIN = "napari-crfgan"
 WAIT_MS = 120_000
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    """Tiny trained checkpoints (tiny-32, 2 iterations): CRF-GAN, HA-GAN and a conditional CRF-GAN."""
-    root = tmp_path_factory.mktemp("ckpt")
-    rng = np.random.default_rng(0)
-    data = root / "data"
-    data.mkdir()
-    for i in range(4):
-        np.save(data / f"v{i}.npy", rng.normal(size=(24, 32, 40)).astype(np.float32) * 50)
-    (data / "labels.csv").write_text("filename,label\nv0.npy,no\nv1.npy,yes\nv2.npy,no\nv3.npy,yes\n")
-    paths = {}
-    for name, model, cond in [("crfgan", "crfgan", False), ("hagan", "hagan", False), ("cond", "crfgan", True)]:
-        list(train(TrainOptions(data=str(data), out=root / name, model=model, preset="tiny-32", iterations=2,
-                                batch_size=2, device="cpu", conditional=cond)))
-        paths[name] = str(root / name / "checkpoint.pt")
-    return paths
 
 
 def dock(viewer, name):

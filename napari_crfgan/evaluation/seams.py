@@ -32,6 +32,24 @@ __all__ = ["plane_gaps", "plane_support", "seam_indices", "grid_sdr", "sdr", "sd
 AXES = {"d": 0, "h": 1, "w": 2}
 
 
+def _plane_pair_mask(volumes, axis: int, value_range, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Volumes with `axis` moved first ``[N, L, ...]`` and the mask of each neighbouring
+    plane pair ``[N, L - 1, ...]``: voxels where either plane is above `threshold` of the range."""
+    v = np.asarray(volumes, dtype=np.float32)
+    if v.ndim == 5 and v.shape[1] == 1:
+        v = v[:, 0]
+    if v.ndim != 4:
+        raise ValueError(f"expected volumes [N, D, H, W], got shape {v.shape}")
+    v = np.moveaxis(v, axis + 1, 1)
+    if value_range is None:
+        lo = v.min(axis=(1, 2, 3), keepdims=True)
+        hi = v.max(axis=(1, 2, 3), keepdims=True)
+    else:
+        lo, hi = value_range
+    above = v > lo + threshold * (np.asarray(hi) - np.asarray(lo))
+    return v, above[:, 1:] | above[:, :-1]
+
+
 def plane_gaps(volumes, axis: int = 0, *, value_range: tuple[float, float] | None = (-1.0, 1.0),
                threshold: float = 0.05) -> np.ndarray:
     """Per-volume profiles ``g(s)`` along a spatial axis: ``[N, L - 1]`` (NaN where the
@@ -44,20 +62,7 @@ def plane_gaps(volumes, axis: int = 0, *, value_range: tuple[float, float] | Non
             volume's own min and max.
         threshold: mask fraction of the range (0.05).
     """
-    v = np.asarray(volumes, dtype=np.float32)
-    if v.ndim == 5 and v.shape[1] == 1:
-        v = v[:, 0]
-    if v.ndim != 4:
-        raise ValueError(f"expected volumes [N, D, H, W], got shape {v.shape}")
-    v = np.moveaxis(v, axis + 1, 1)
-    if value_range is None:
-        lo = v.min(axis=(1, 2, 3), keepdims=True)
-        hi = v.max(axis=(1, 2, 3), keepdims=True)
-    else:
-        lo, hi = value_range
-    thr = lo + threshold * (np.asarray(hi) - np.asarray(lo))
-    above = v > thr
-    mask = above[:, 1:] | above[:, :-1]
+    v, mask = _plane_pair_mask(volumes, axis, value_range, threshold)
     diff = np.abs(v[:, 1:] - v[:, :-1]) * mask
     num = diff.reshape(*diff.shape[:2], -1).sum(-1, dtype=np.float64)
     den = mask.reshape(*mask.shape[:2], -1).sum(-1, dtype=np.float64)
@@ -150,15 +155,7 @@ def plane_support(volumes, axis: int = 0, *,
                   value_range: tuple[float, float] | None = (-1.0, 1.0),
                   threshold: float = 0.05) -> np.ndarray:
     """Mean fraction of masked voxels per plane pair along an axis: ``[L - 1]``."""
-    v = np.asarray(volumes, dtype=np.float32)
-    v = np.moveaxis(v, axis + 1, 1)
-    if value_range is None:
-        lo = v.min(axis=(1, 2, 3), keepdims=True)
-        hi = v.max(axis=(1, 2, 3), keepdims=True)
-    else:
-        lo, hi = value_range
-    above = v > lo + threshold * (np.asarray(hi) - np.asarray(lo))
-    mask = above[:, 1:] | above[:, :-1]
+    _, mask = _plane_pair_mask(volumes, axis, value_range, threshold)
     return mask.reshape(*mask.shape[:2], -1).mean(-1).mean(0)
 
 
