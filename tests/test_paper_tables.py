@@ -115,3 +115,15 @@ def test_side_by_side_training_matches_in_process_training(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     again = _train_both(budget, opts, None, lambda msg: None)  # finished runs are reused, not retrained
     assert all(r["reused"] for r in again.values())
+
+
+def test_markdown_renders_again_from_the_raw_json(tiny_run, tmp_path):
+    from napari_crfgan.evaluation.paper_tables import render_markdown
+
+    root, md = tiny_run
+    path = render_markdown(root / "work" / "tiny" / "results.json", tmp_path)
+    lines = path.read_text().splitlines()
+    note = [i for i, line in enumerate(lines) if line.startswith("This page was rendered again")]
+    assert len(note) == 1
+    del lines[note[0]:note[0] + 2]
+    assert "\n".join(lines) + "\n" == md

@@ -45,7 +45,7 @@ import torch
 
 from .downstream import AugmentationSettings, augmentation_markdown, run_augmentation, split_indices, write_split_folder
 
-__all__ = ["Budget", "BUDGETS", "PAPER", "PaperTablesError", "run_paper_tables", "machine_info"]
+__all__ = ["Budget", "BUDGETS", "PAPER", "PaperTablesError", "run_paper_tables", "render_markdown", "machine_info"]
 
 NAMES = {"crfgan": "CRF-GAN", "hagan": "HA-GAN"}
 MODELS = ("crfgan", "hagan")
@@ -598,6 +598,21 @@ def _differences(params, hardware, realism, augmentation, budget) -> list[str]:
                "FD magnitudes depend on the extractor and cannot be compared with the paper's numbers, only "
                "the ranking, and a ranking whose gap is small next to the std over feature seeds or next to "
                "the real-vs-real floor is not a finding.")
+    cov = {m: (res[m].get("coverage") or {}).get("value") for m in MODELS}
+    div = {m: res[m].get("msssim_diversity") or {} for m in MODELS}
+    cov_floor = (floor.get("coverage") or {}).get("value")
+    collapsed = [m for m in MODELS if cov[m] is not None and cov_floor and cov[m] < 0.5 * cov_floor]
+    if collapsed:
+        detail = ", ".join(
+            f"{NAMES[m]} coverage {cov[m]:.2f}"
+            + (f", MS-SSIM between its samples {div[m]['value']:.2f} (real pairs {div[m]['real']:.2f})"
+               if div[m].get("value") is not None and div[m].get("real") is not None else "")
+            for m in collapsed)
+        out.append(f"- **Mode collapse (Table 1)**: {detail}; real vs real coverage {cov_floor:.2f}. "
+                   f"{' and '.join(NAMES[m] for m in collapsed)} cover{'s' if len(collapsed) == 1 else ''} "
+                   "less than half of the real volumes' neighbourhoods: the samples look much alike (see the "
+                   "figure). At this budget the models are far from converged, so Table 1 compares two "
+                   "undertrained generators, not the systems as the paper trains them.")
     # augmentation
     arms = augmentation["arms"]
     f1 = {k: (100 * v["f1"]["mean"], 100 * v["f1"]["std"]) for k, v in arms.items()}
@@ -651,6 +666,8 @@ def _write_markdown(path: Path, ctx: dict) -> None:
         f"CUDA: {m['cuda'] or 'none'}. Training and sampling device: {ctx['device']}. "
         f"Total wall time {ctx['total_seconds'] / 60:.1f} min.",
         "",
+        *([f"This page was rendered again from the run's raw JSON (same numbers) at commit {ctx['rendered']}.", ""]
+          if ctx.get("rendered") else []),
         "Every number below comes from this run, except the columns and sentences marked \"paper\", quoted from "
         "the CRF-GAN paper (GPU, LUNA16 / LIDC). The demo data are synthetic (made on this machine, see "
         "`napari_crfgan/data/demo.py`), not patient scans.",
@@ -822,6 +839,23 @@ def run_paper_tables(budget: str | Budget = "small", out: str | os.PathLike = "d
     _write_markdown(out / "results.md", ctx)
     log(f"wrote {out / 'results.md'} and {len(figures)} figures in {images} ({total / 60:.1f} min)")
     return raw
+
+
+def render_markdown(json_path: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Write ``<out>/results.md`` again from a run's raw ``results.json`` (figures are left as they are)."""
+    raw = json.loads(Path(json_path).read_text())
+    b = dict(raw["budget"])
+    b["aug_settings"] = AugmentationSettings(**{k: tuple(v) if isinstance(v, list) else v
+                                                for k, v in b["aug_settings"].items()})
+    budget = Budget(**{k: tuple(v) if isinstance(v, list) else v for k, v in b.items()})
+    hardware = dict(raw["hardware"])
+    for source in ("memory", "cuda"):  # JSON made the batch sizes strings
+        hardware[source] = {p: {int(k): v for k, v in rows.items()} for p, rows in hardware[source].items()}
+    ctx = dict(raw, hardware=hardware, budget=budget, image_rel=IMAGE_DIR, json_path=str(json_path),
+               rendered=f"{git_commit()} on {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}")
+    path = Path(out) / "results.md"
+    _write_markdown(path, ctx)
+    return path
 
 
 def _json_default(obj):
