@@ -63,7 +63,7 @@ def bench(preset: str, batch_size: int = 2, iterations: int = 5, device: str = "
                 best["peak_memory_mb"] = max(best["peak_memory_mb"], r["peak_memory_mb"])
     c, h = results["crfgan"], results["hagan"]
     return {
-        "device": device_name(dev),
+        "device": device_name(dev, threads),
         "preset": preset,
         "batch_size": batch_size,
         "iterations": iterations,
@@ -77,12 +77,12 @@ def bench(preset: str, batch_size: int = 2, iterations: int = 5, device: str = "
     }
 
 
-def device_name(dev: str) -> str:
-    """A device named for a report: the GPU model, or the CPU with its thread count."""
+def device_name(dev: str, threads: int | None = None) -> str:
+    """A device named for a report: the GPU model, or the CPU with the workers' thread count."""
     d = torch.device(dev)
     if d.type == "cuda":
         return f"{dev} ({torch.cuda.get_device_name(d)})"
-    return f"{dev} ({torch.get_num_threads()} threads)"
+    return f"{dev} ({threads or torch.get_num_threads()} threads)"
 
 
 def _measure_decode(preset: str, chunk: int | None, seed: int, threads: int | None) -> dict:
@@ -109,7 +109,7 @@ def bench_sampling(preset: str = "paper-256", chunk: int = 32, seed: int = 0, th
     one = _in_worker(_measure_decode, (preset, None, seed, threads))
     chunked = _in_worker(_measure_decode, (preset, chunk, seed, threads))
     diff = float(abs(one.pop("volume") - chunked.pop("volume")).max())
-    return {"device": device_name("cpu"), "preset": preset, "chunk": chunk, "one_pass": one, "chunked": chunked,
+    return {"device": device_name("cpu", threads), "preset": preset, "chunk": chunk, "one_pass": one, "chunked": chunked,
             "max_abs_diff": diff,
             "peak_memory_ratio": round(chunked["peak_memory_mb"] / one["peak_memory_mb"], 4)}
 
