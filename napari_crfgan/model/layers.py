@@ -16,12 +16,10 @@ class ConvBlock(nn.Sequential):
 
 
 class OutputConv(nn.Sequential):
-    """[nearest x2 upsample] -> Conv3d k3 to one channel -> tanh (image in [-1, 1])."""
+    """Conv3d k3 to one channel -> tanh (an image in [-1, 1])."""
 
-    def __init__(self, cin: int, upsample: bool = False) -> None:
-        layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="nearest")] if upsample else []
-        layers += [nn.Conv3d(cin, 1, 3, 1, 1), nn.Tanh()]
-        super().__init__(*layers)
+    def __init__(self, cin: int) -> None:
+        super().__init__(nn.Conv3d(cin, 1, 3, 1, 1), nn.Tanh())
 
 
 class DownBlock(nn.Sequential):
