@@ -34,7 +34,7 @@ def _train_options(args):
         batch_size=args.batch_size, resume=args.resume, device=args.device, seed=args.seed,
         checkpoint_every=args.checkpoint_every, modality=args.modality, conditional=args.conditional,
         precision=args.precision, lr_g=args.lr_g, lr_d=args.lr_d, lr_e=args.lr_e,
-        demo_count=args.demo_count,
+        demo_count=args.demo_count, threads=args.threads,
     )
 
 
@@ -267,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr-d", type=float)
     t.add_argument("--lr-e", type=float)
     t.add_argument("--demo-count", type=int, help="number of demo volumes to generate")
+    t.add_argument("--threads", type=int, help="torch CPU threads (1 is much faster when other jobs share the cores)")
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="write full-resolution NIfTI volumes from a checkpoint")

@@ -123,3 +123,14 @@ def test_bad_options_are_clear(npy_folder, tmp_path):
         list(train(options(npy_folder, tmp_path / "r", batch_size=0)))
     with pytest.raises(ValueError, match="not available"):
         list(train(options(npy_folder, tmp_path / "r", device="cuda:7")))
+
+
+def test_threads_option(npy_folder, tmp_path):
+    before = torch.get_num_threads()
+    try:
+        list(train(options(npy_folder, tmp_path / "run", iterations=1, threads=1)))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        list(train(options(npy_folder, tmp_path / "r2", threads=0)))

@@ -50,11 +50,14 @@ class TrainOptions:
     lr_e: float | None = None
     preview_every: int = 0  # 0: no preview volumes in the reports
     demo_count: int | None = None  # number of demo volumes (None: the demo's default)
+    threads: int | None = None  # torch CPU threads (None: torch's default); 1 helps on a busy machine
 
     def validate(self) -> None:
         if self.model not in SYSTEMS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(SYSTEMS)}")
         get_config(self.preset)
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("threads must be at least 1")
         for name in ("iterations", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1")
@@ -111,6 +114,8 @@ def train(options: TrainOptions, dataset: VolumeDataset | None = None) -> Iterat
         raise TrainingError("conditional training needs a labels.csv with at least two classes")
     cfg = _config_for(options, dataset)
 
+    if options.threads:
+        torch.set_num_threads(options.threads)
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # denormal Adam moments slow CPU steps several-fold
     memory = PeakMemory(device)
