@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from .data import cache_dir
+from .data.cache import write_json_atomic
 from .model import build_system, get_config
 from .training.devices import resolve_device
 
@@ -99,13 +98,9 @@ def _read_cache() -> dict:
 
 
 def _write_cache(key: str, value: MemoryEstimate) -> None:
-    path = _cache_path()
     data = _read_cache()
     data[key] = asdict(value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_json_atomic(_cache_path(), data)
 
 
 def measure_in_subprocess(model: str, preset: str, batch_size: int, device: str, timeout: float = 3600) -> dict:

@@ -78,7 +78,8 @@ def _atomic_write_bytes(path: Path, write) -> None:
             tmp.unlink()
 
 
-def _atomic_write_json(path: Path, obj: dict) -> None:
+def write_json_atomic(path: Path, obj: dict) -> None:
+    """Write `obj` as JSON to `path` via a temp file and rename: never a half-written file."""
     data = json.dumps(obj, sort_keys=True, indent=1).encode()
     _atomic_write_bytes(path, lambda f: f.write(data))
 
@@ -114,7 +115,7 @@ class VolumeCache:
     def put(self, key: str, array: np.ndarray, meta: dict) -> Path:
         """Store ``array`` and ``meta`` (must hold ``spacing``) under ``key``; returns the npy path."""
         npy = self.volume_path(key)
-        _atomic_write_json(npy.with_suffix(".json"), meta)
+        write_json_atomic(npy.with_suffix(".json"), meta)
         arr = np.ascontiguousarray(array, dtype=np.float32)
         _atomic_write_bytes(npy, lambda f: np.save(f, arr, allow_pickle=False))
         return npy
@@ -130,4 +131,4 @@ class VolumeCache:
         return stats
 
     def put_stats(self, digest: str, stats: dict) -> None:
-        _atomic_write_json(self.stats_path(digest), {**stats, "version": CACHE_VERSION})
+        write_json_atomic(self.stats_path(digest), {**stats, "version": CACHE_VERSION})
