@@ -251,9 +251,7 @@ def _stderr(msg: str) -> None:
 
 def _train_worker(options, threads: int | None) -> dict:
     """One system's training in a worker process (the dataset comes from the on-disk cache)."""
-    if threads:
-        torch.set_num_threads(threads)
-    return _train(options, None, _stderr)
+    return _train(dataclasses.replace(options, threads=threads), None, _stderr)
 
 
 def _train_both(budget: Budget, options: dict, dataset, log) -> dict:
@@ -534,7 +532,7 @@ def _differences(params, hardware, realism, augmentation, budget) -> list[str]:
     diffs = [(p, row["fewer_pct"], PAPER["params_fewer_pct"][p]) for p, row in params.items()
              if p in PAPER["params_fewer_pct"]]
     worst = max((abs(a - b) for _, a, b in diffs), default=0)
-    out.append(f"- **Parameters (Table 2)**: CRF-GAN has "
+    out.append("- **Parameters (Table 2)**: CRF-GAN has "
                + ", ".join(f"{a:.2f}% fewer at {p} (paper {b}%)" for p, a, b in diffs)
                + (f"; within {worst:.2f} percentage points of the paper." if worst < 0.1 else
                   f"; up to {worst:.2f} percentage points away from the paper."))

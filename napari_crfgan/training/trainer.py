@@ -188,7 +188,7 @@ def train(options: TrainOptions, dataset: VolumeDataset | None = None) -> Iterat
             save(done)
         raise
     finally:
-        del system, optimizers
+        system = optimizers = None  # drop the last references so empty_cache can free GPU memory
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
