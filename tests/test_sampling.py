@@ -1,25 +1,43 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
 
 from napari_crfgan.data import read_nifti
 from napari_crfgan.model import build_system, get_config
-from napari_crfgan.sampling import Sampler, decode_chunked
+from napari_crfgan.sampling import Sampler, decode_embedding
 
 
-@pytest.mark.parametrize("preset", ["tiny-32", "small-64"])
-@pytest.mark.parametrize("chunk", [1, 2, 3, 5])
-def test_chunked_decoding_equals_one_pass(preset, chunk):
+def _head_and_embedding(preset: str):
     torch.manual_seed(1)
     system = build_system("crfgan", get_config(preset)).eval()
     with torch.no_grad():
         for p in system.head.parameters():  # move GroupNorm off its identity init
             p.add_(torch.randn_like(p) * 0.1)
         emb = system.trunk(torch.randn(2, system.cfg.latent_dim)) * 3 + 0.5
-        one = system.head(emb)
-        chunked = decode_chunked(system.head, emb, chunk)
-    assert chunked.shape == one.shape
-    assert (chunked - one).abs().max().item() <= 1e-5
+    return system.head, emb
+
+
+@pytest.mark.parametrize("preset", ["tiny-32", "small-64"])
+@pytest.mark.parametrize("chunk", [None, 1, 2, 3, 5])
+def test_decoding_equals_the_network_and_its_float64_reference(preset, chunk):
+    head, emb = _head_and_embedding(preset)
+    with torch.no_grad():
+        network = head(emb)
+        exact = copy.deepcopy(head).double()(emb.double())
+    out = decode_embedding(head, emb, chunk)
+    assert out.shape == network.shape and out.dtype == torch.float32
+    assert (out - network).abs().max().item() <= 1e-5
+    assert (out.double() - exact).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("chunk", [None, 3])
+def test_decoding_does_not_depend_on_memory_format(chunk):
+    head, emb = _head_and_embedding("small-64")
+    plain = decode_embedding(head, emb, chunk)
+    channels_last = decode_embedding(head, emb.contiguous(memory_format=torch.channels_last_3d), chunk)
+    assert (plain - channels_last).abs().max().item() <= 1e-5
 
 
 def test_sample_writes_nifti_with_spacing(checkpoints, tmp_path):

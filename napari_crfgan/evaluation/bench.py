@@ -87,7 +87,7 @@ def device_name(dev: str, threads: int | None = None) -> str:
 
 def _measure_decode(preset: str, chunk: int | None, seed: int, threads: int | None) -> dict:
     """Peak memory of G^H decoding one embedding (random weights), in a fresh worker."""
-    from ..sampling import decode_chunked
+    from ..sampling import decode_embedding
 
     if threads:
         torch.set_num_threads(threads)
@@ -98,7 +98,7 @@ def _measure_decode(preset: str, chunk: int | None, seed: int, threads: int | No
     memory = PeakMemory(torch.device("cpu"))
     t0 = time.perf_counter()
     with torch.no_grad():
-        out = system.head(emb) if chunk is None else decode_chunked(system.head, emb, max(1, chunk // 4))
+        out = decode_embedding(system.head, emb, None if chunk is None else max(1, chunk // 4))
     elapsed = time.perf_counter() - t0
     return {"peak_memory_mb": round(memory.peak_mb(), 1), "seconds": round(elapsed, 2),
             "volume": out[0, 0].numpy()}
