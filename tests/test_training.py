@@ -30,6 +30,14 @@ def test_trainer_yields_reports_and_checkpoints(npy_folder, tmp_path, model):
     assert not [p for p in os.listdir(tmp_path / "run") if p.endswith(".tmp")]
 
 
+def test_repeated_runs_in_one_process_each_report_their_peak(npy_folder, tmp_path):
+    # A napari session trains again and again in one process: a later run must not
+    # reuse the pages an earlier run freed unseen and report (almost) no memory.
+    peaks = [list(train(options(npy_folder, tmp_path / f"run{k}", iterations=2)))[-1].peak_memory_mb
+             for k in range(3)]
+    assert min(peaks[1:]) > 1, peaks
+
+
 def _states_equal(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

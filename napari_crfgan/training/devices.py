@@ -1,6 +1,9 @@
 """Device choice (made once, then passed in) and peak-memory measurement."""
 from __future__ import annotations
 
+import ctypes
+import gc
+
 import torch
 
 
@@ -31,6 +34,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def _release_freed_heap() -> None:
+    """Hand memory that earlier work freed back to the OS (glibc's malloc_trim), so that
+    work after this point grows the resident set instead of silently reusing those pages."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 def _proc_status_kb(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -44,8 +57,10 @@ class PeakMemory:
 
     CUDA: torch.cuda.max_memory_allocated. CPU (Linux): the process's peak resident
     set (VmHWM) minus its resident set at reset; the kernel's peak counter is reset
-    through /proc/self/clear_refs so only the work after reset counts. Where that is
-    not possible (not Linux), it reports -1.
+    through /proc/self/clear_refs so only the work after reset counts. Freed heap
+    memory is returned to the OS first, or a second run in a long-lived process (a
+    napari session) would reuse the first run's pages and report almost nothing.
+    Where that is not possible (not Linux), it reports -1.
     """
 
     def __init__(self, device: torch.device) -> None:
@@ -60,6 +75,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             return
         try:
+            _release_freed_heap()
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
             self.baseline_kb = _proc_status_kb("VmRSS")
