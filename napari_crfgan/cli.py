@@ -168,13 +168,19 @@ def cmd_bench_sample(args) -> None:
     print(f"chunked / one pass peak memory: {r['peak_memory_ratio']}, max abs difference {r['max_abs_diff']:.2e}")
 
 
+# A demo name given as --fake draws volumes of its own, never the --real ones: a set
+# compared with itself sits below the real-vs-real floor and hides what it should show.
+FAKE_DEMO_SEED = 1
+
+
 def cmd_eval(args) -> None:
     from .evaluation import blur, duplicate, evaluate, slab_seams, to_markdown
     from .evaluation.sources import load_volumes, model_size
 
     size = model_size(args.fake, model_size(args.real, args.size))
     real, modality = load_volumes(args.real, size, num=args.num_real, modality=args.modality)
-    fake, _ = load_volumes(args.fake, size, num=args.num, modality=modality, seed=args.seed, label=args.label)
+    fake, _ = load_volumes(args.fake, size, num=args.num, modality=modality, seed=args.seed, label=args.label,
+                           demo_seed=FAKE_DEMO_SEED)
     injected = {
         None: lambda v: v,
         "seams": lambda v: slab_seams(v, period=size // 8, strength=args.strength),
@@ -306,9 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="realism, diversity and seam metrics of generated vs real volumes")
     e.add_argument("--real", required=True, help=f"dataset folder or {DEMO_SOURCES}")
-    e.add_argument("--fake", required=True, help="folder of generated volumes, a checkpoint, or a demo name")
-    e.add_argument("--num", type=int, help="fake volumes (checkpoints: sampled; default 64)")
-    e.add_argument("--num-real", type=int, help="real volumes to use (default: all)")
+    e.add_argument("--fake", required=True, help="folder of generated volumes, a checkpoint, or a demo name "
+                   "(its own volumes, drawn independently of --real's)")
+    e.add_argument("--num", type=int, help="fake volumes (checkpoints: sampled, default 64; demo sets: default 24)")
+    e.add_argument("--num-real", type=int, help="real volumes to use (default: all; demo sets: 24)")
     e.add_argument("--size", type=int, default=64, help="cube side when neither side is a checkpoint")
     e.add_argument("--modality", choices=["ct", "mri"])
     e.add_argument("--label", help="class for conditional checkpoints")
@@ -318,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seeds", type=int, default=3, help="random-feature seeds (mean and std)")
     e.add_argument("--inject", choices=["seams", "blur", "duplicate"],
                    help="corrupt the fake set first (to see each metric react)")
-    e.add_argument("--strength", type=float, default=0.15, help="--inject seams: intensity step at slab borders")
+    e.add_argument("--strength", type=float, default=0.3,
+                   help="--inject seams: per-slab intensity gain and offset (std) at slab borders")
     e.add_argument("--sigma", type=float, default=1.0, help="--inject blur: Gaussian sigma in voxels")
     e.add_argument("--json", action="store_true")
     e.add_argument("--report", help="also write a Markdown report here")

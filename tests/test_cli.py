@@ -4,6 +4,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from napari_crfgan.data import read_nifti
@@ -59,6 +60,37 @@ def test_kill_resume_sample(tmp_path):
         assert vol.data.shape == (32, 32, 32)
         assert all(abs(a - b) < 1e-4 for a, b in zip(vol.spacing, ckpt_spacing))
         assert vol.data.min() >= 0 and vol.data.max() <= 1  # MRI units
+
+
+def test_eval_demo_floor_seams_and_blur():
+    """`crfgan eval --real demo-brain --fake demo-brain`: at the floor; seams raise SDR and shallow KID
+    well above it; a uniform blur leaves SDR where it was."""
+    from napari_crfgan.evaluation.sources import load_volumes
+
+    def run(*extra):
+        out = crfgan("eval", "--real", "demo-brain", "--fake", "demo-brain", "--num", 16, "--num-real", 16,
+                     "--features", "shallow", "--seeds", 2, "--json", *extra)
+        assert out.returncode == 0, out.stderr
+        r = json.loads(out.stdout)
+        for key in ("kid_shallow", "fd_shallow", "mmd", "coverage", "sdr_d"):
+            assert "value" in r[key] and set(r[key]) == set(r["real_vs_real"][key]), key
+        return r, r["real_vs_real"]
+
+    def ci_holds_zero(sdr):
+        return sdr["ci"][0] <= 0 <= sdr["ci"][1]
+
+    plain, floor = run()
+    assert plain["kid_shallow"]["value"] < floor["kid_shallow"]["value"] + 0.003
+    assert plain["coverage"]["value"] >= 0.9 and ci_holds_zero(plain["sdr_d"])
+    seams, floor = run("--inject", "seams")
+    assert seams["kid_shallow"]["value"] > floor["kid_shallow"]["value"] + 0.005
+    assert seams["sdr_d"]["ci"][0] > 0.5
+    blurred, _ = run("--inject", "blur")
+    assert ci_holds_zero(blurred["sdr_d"])
+    # the fake demo volumes are drawn on their own, not the real ones again
+    real, _ = load_volumes("demo-brain", 64, num=2)
+    fake, _ = load_volumes("demo-brain", 64, num=2, demo_seed=1)
+    assert real.shape == fake.shape and not np.allclose(real, fake)
 
 
 def test_errors_are_one_line(tmp_path):

@@ -15,12 +15,13 @@ def is_checkpoint(source: str) -> bool:
 
 def load_volumes(source: str, size: int, num: int | None = None, modality: str | None = None,
                  seed: int = 0, label: int | str | None = None, chunk: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, str]:
+                 progress: Callable[[int, int], None] | None = None, demo_seed: int = 0) -> tuple[np.ndarray, str]:
     """Volumes of `source` at `size`^3 in the model's range, and their modality.
 
     A folder or demo name goes through the same preprocessing as training data (so
     generated NIfTI files written by `crfgan sample` and real scans are treated
-    alike); a checkpoint is sampled with latent seeds seed, seed + 1, ...
+    alike); a demo set is generated with `num` volumes (default 24) from `demo_seed`.
+    A checkpoint is sampled with latent seeds seed, seed + 1, ...
     """
     if is_checkpoint(source):
         from ..sampling import Sampler
@@ -35,7 +36,8 @@ def load_volumes(source: str, size: int, num: int | None = None, modality: str |
             if progress:
                 progress(i + 1, n)
         return np.stack(volumes), sampler.modality
-    dataset = VolumeDataset(source, size=size, modality=modality, progress=progress)
+    dataset = VolumeDataset(source, size=size, modality=modality, progress=progress, demo_count=num,
+                            demo_seed=demo_seed)
     count = len(dataset) if num is None else min(num, len(dataset))
     return np.stack([dataset[i][0].numpy() for i in range(count)]), dataset.modality
 
