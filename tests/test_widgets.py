@@ -33,6 +33,12 @@ def idle(qtbot, widget):
     qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
 
 
+def box(layer):
+    """World extent of a layer's voxels, edges included."""
+    e, s = np.asarray(layer.extent.world), np.asarray(layer.scale)
+    return e[0] - s / 2, e[1] + s / 2
+
+
 def set_up_training(w, data, out, iterations, preview_every=0):
     w.data.setEditText(str(data))
     choose(w.preset, "tiny-32")
@@ -178,10 +184,6 @@ def test_consistency_overlay_is_aligned_with_the_volume(make_napari_viewer, qtbo
     overlay = crf.overlay
     assert overlay.data.shape == (2, 2, 2) and overlay.opacity == 0.5 and overlay.blending == "translucent"
 
-    def box(layer):  # world extent of the voxels, edges included
-        e, s = np.asarray(layer.extent.world), np.asarray(layer.scale)
-        return e[0] - s / 2, e[1] + s / 2
-
     np.testing.assert_allclose(box(overlay), box(volume))
     expected = Sampler(checkpoints["crfgan"], device="cpu").consistency(volume.data)
     np.testing.assert_allclose(overlay.data, expected.marginals, atol=1e-5)
@@ -219,3 +221,36 @@ def test_memory_widget_follows_the_train_choice_and_estimates(make_napari_viewer
     assert "MB peak" in memory.estimate_label.text()
     train_w.batch.setValue(3)
     assert "No estimate" in memory.estimate_label.text()
+
+
+def test_user_walkthrough_sample_data_train_stop_load_sample_3d_consistency(make_napari_viewer, qtbot, tmp_path):
+    """The plugin as a user drives it: open the demo-brain sample, train on demo-brain from the
+    Train widget, stop, load the checkpoint it kept, sample two volumes, show one in 3D with its
+    CRF consistency map."""
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "demo-brain")
+    assert viewer.layers["demo-brain"].data.ndim == 3
+    train_w = dock(viewer, "Train")
+    sample = dock(viewer, "Model and sample")
+    crf = dock(viewer, "CRF consistency map")
+    set_up_training(train_w, "demo-brain", tmp_path / "run", iterations=10_000)
+    train_w.start()
+    qtbot.waitUntil(lambda: train_w.last_report is not None and train_w.last_report.iteration >= 2, timeout=WAIT_MS)
+    train_w.stop()
+    idle(qtbot, train_w)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    assert sample.path.text() == str(ckpt)  # the checkpoint the run kept is offered for loading
+    sample.load()
+    idle(qtbot, sample)
+    assert f"iteration {load_checkpoint(ckpt).iteration}" in sample.info.text()
+    sample.count.setValue(2)
+    sample.generate()
+    idle(qtbot, sample)
+    assert {"CRF-GAN seed 0", "CRF-GAN seed 1"} <= {layer.name for layer in viewer.layers}
+    sample.show_3d()
+    assert viewer.dims.ndisplay == 3
+    crf.layer.setCurrentText("CRF-GAN seed 1")
+    crf.compute()
+    idle(qtbot, crf)
+    assert crf.overlay.data.shape == (2, 2, 2) and crf.overlay in viewer.layers
+    np.testing.assert_allclose(box(crf.overlay), box(viewer.layers["CRF-GAN seed 1"]), atol=1e-3)
