@@ -249,6 +249,14 @@ def cmd_paper_tables(args) -> None:
     print(f"wrote {Path(args.out) / 'results.md'}")
 
 
+def positive_int(text: str) -> int:
+    """argparse type of a count: an error that names the flag instead of a failure later."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .model import PRESETS, SYSTEMS
 
@@ -314,8 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--real", required=True, help=f"dataset folder or {DEMO_SOURCES}")
     e.add_argument("--fake", required=True, help="folder of generated volumes, a checkpoint, or a demo name "
                    "(its own volumes, drawn independently of --real's)")
-    e.add_argument("--num", type=int, help="fake volumes (checkpoints: sampled, default 64; demo sets: default 24)")
-    e.add_argument("--num-real", type=int, help="real volumes to use (default: all; demo sets: 24)")
+    e.add_argument("--num", type=positive_int, help="fake volumes (checkpoints: sampled, default 64; demo sets: default 24)")
+    e.add_argument("--num-real", type=positive_int, help="real volumes to use (default: all; demo sets: 24)")
     e.add_argument("--size", type=int, default=64, help="cube side when neither side is a checkpoint")
     e.add_argument("--modality", choices=["ct", "mri"])
     e.add_argument("--label", help="class for conditional checkpoints")

@@ -79,6 +79,8 @@ def test_eval_demo_floor_seams_and_blur():
     def ci_holds_zero(sdr):
         return sdr["ci"][0] <= 0 <= sdr["ci"][1]
 
+    bad = crfgan("eval", "--real", "demo-brain", "--fake", "demo-brain", "--num", 0)
+    assert bad.returncode == 2 and "argument --num: must be at least 1, got 0" in bad.stderr
     plain, floor = run()
     assert plain["kid_shallow"]["value"] < floor["kid_shallow"]["value"] + 0.003
     assert plain["coverage"]["value"] >= 0.9 and ci_holds_zero(plain["sdr_d"])
