@@ -59,17 +59,18 @@ class _GroupMoments:
 
 @torch.no_grad()
 def decode_embedding(head: SubVolumeHead, emb: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
-    """G^H(emb) [B, 1, 4e, 4E, 4E], `chunk` embedding slices at a time (None: one pass)."""
+    """G^H(emb) [B, 1, 4e, 4E, 4E], about `chunk` image slices (chunk // 4 embedding slices) at a time
+    (None: one pass)."""
     b, e = emb.shape[0], emb.shape[2]
     moments = _GroupMoments(head, b, emb.device)
-    if chunk is None or chunk >= e:
+    step = e if chunk is None else max(1, chunk // 4)
+    if step >= e:
         hidden = [head.hidden(emb)]
         moments.add(hidden[0])
         scale, shift = moments.affine()
         # pop: finish() holds the only reference, so it frees the activations before its
         # last conv (the peak); a local here would add their size (256 MiB at paper-256) to it
         return head.finish(hidden.pop().mul_(scale).add_(shift))
-    step = max(1, chunk)
     for a in range(0, e, step):  # first pass: statistics of the whole volume
         z = min(a + step, e)
         lo, hi = max(a - 1, 0), min(z + 1, e)  # one slice of halo is enough for conv1
@@ -170,7 +171,7 @@ class Sampler:
     def decode(self, z: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
         """Full volumes [B, 1, S, S, S] in [-1, 1]; chunk = image slices per chunk (None: one pass)."""
         emb = self.system.trunk(z)
-        return decode_embedding(self.system.head, emb, None if chunk is None else max(1, chunk // 4))
+        return decode_embedding(self.system.head, emb, chunk)
 
     def _volume(self, model_units: torch.Tensor, seed: int, label: int | None) -> GeneratedVolume:
         arr = model_units.cpu().numpy().astype(np.float32)

@@ -98,7 +98,7 @@ def _measure_decode(preset: str, chunk: int | None, seed: int, threads: int | No
     memory = PeakMemory(torch.device("cpu"))
     t0 = time.perf_counter()
     with torch.no_grad():
-        out = decode_embedding(system.head, emb, None if chunk is None else max(1, chunk // 4))
+        out = decode_embedding(system.head, emb, chunk)
     elapsed = time.perf_counter() - t0
     return {"peak_memory_mb": round(memory.peak_mb(), 1), "seconds": round(elapsed, 2),
             "volume": out[0, 0].numpy()}
