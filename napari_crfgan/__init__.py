@@ -1,22 +1,26 @@
 """napari-crfgan: memory-efficient 3D GANs for high-resolution medical volumes.
 
 The public Python API (no napari or Qt needed):
-    TrainOptions, train, prepare_dataset    -- training as a generator of TrainReport
-    Sampler                                  -- load a checkpoint, sample, interpolate, CRF maps
-    load_checkpoint, get_config, PRESETS     -- checkpoints and model configurations
-    VolumeDataset, read_nifti, write_nifti   -- data
+    TrainOptions, train, run_training, prepare_dataset  -- training (a generator of TrainReport)
+    Sampler                                              -- load a checkpoint, sample, interpolate, CRF maps
+    load_checkpoint, get_config, PRESETS, SYSTEMS        -- checkpoints, configurations, the system registry
+    VolumeDataset, read_nifti, write_nifti               -- data
+
+Names are imported on first use (PEP 562), so `import napari_crfgan` and napari's
+reader (`napari_crfgan._reader`) load neither torch nor the networks.
 """
-from .data import DatasetError, VolumeDataset, read_nifti, write_nifti
-from .model import PRESETS, SYSTEMS, ModelConfig, build_system, get_config
-from .sampling import ConsistencyMap, GeneratedVolume, Sampler
-from .training import (CheckpointError, TrainingError, TrainOptions, TrainReport, available_devices,
-                       load_checkpoint, prepare_dataset, train)
+from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CheckpointError", "ConsistencyMap", "DatasetError", "GeneratedVolume", "ModelConfig", "PRESETS",
-    "SYSTEMS", "Sampler", "TrainOptions", "TrainReport", "TrainingError", "VolumeDataset",
-    "available_devices", "build_system", "get_config", "load_checkpoint", "prepare_dataset",
-    "read_nifti", "train", "write_nifti",
-]
+#: public name -> the module that defines it
+_EXPORTS = {
+    "DatasetError": "data", "VolumeDataset": "data", "read_nifti": "data", "write_nifti": "data",
+    "PRESETS": "model", "SYSTEMS": "model", "ModelConfig": "model", "build_system": "model", "get_config": "model",
+    "ConsistencyMap": "sampling", "GeneratedVolume": "sampling", "Sampler": "sampling",
+    "CheckpointError": "runtime", "available_devices": "runtime", "load_checkpoint": "runtime",
+    "TrainingError": "training", "TrainOptions": "training", "TrainReport": "training",
+    "prepare_dataset": "training", "run_training": "training", "train": "training",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

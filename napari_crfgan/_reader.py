@@ -33,6 +33,20 @@ def display_limits(data: np.ndarray, modality: str | None = None) -> tuple[float
     return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 
+def image_layer_kwargs(name: str, data: np.ndarray, spacing, origin=None, modality: str | None = None,
+                       metadata: dict | None = None) -> dict:
+    """napari image-layer keyword arguments for a volume in mm: every layer of the plugin is made by this.
+
+    A 4D array (a latent walk: frames, D, H, W) gets a unit scale on its first axis.
+    """
+    scale = tuple(float(s) for s in spacing)
+    translate = tuple(float(o) for o in origin) if origin is not None else (0.0,) * len(scale)
+    if data.ndim == len(scale) + 1:
+        scale, translate = (1.0, *scale), (0.0, *translate)
+    return {"name": name, "scale": scale, "translate": translate, "metadata": dict(metadata or {}),
+            "contrast_limits": display_limits(data, modality), "colormap": "gray"}
+
+
 def _path(path) -> str | None:
     if isinstance(path, (list, tuple)):
         if len(path) != 1:
@@ -54,6 +68,4 @@ def read_volume_layers(path) -> list[tuple]:
     name = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
     metadata = {"path": str(path), "spacing": vol.spacing, "origin": vol.origin,
                 "affine": np.asarray(vol.affine), "header": dict(vol.header)}
-    kwargs = {"name": name, "scale": vol.spacing, "translate": vol.origin, "metadata": metadata,
-              "contrast_limits": display_limits(vol.data), "colormap": "gray"}
-    return [(vol.data, kwargs, "image")]
+    return [(vol.data, image_layer_kwargs(name, vol.data, vol.spacing, vol.origin, metadata=metadata), "image")]

@@ -6,17 +6,15 @@ CT is in Hounsfield units with a lung/soft-tissue window; MRI in its stored unit
 from __future__ import annotations
 
 from .data import demo_folder, read_nifti
-from ._reader import display_limits
+from ._reader import image_layer_kwargs
 
 
 def _first_volume(name: str, modality: str) -> list[tuple]:
     folder = demo_folder(name, count=1)
     path = sorted(folder.glob("*.nii.gz"))[0]
     vol = read_nifti(path)
-    kwargs = {"name": name, "scale": vol.spacing, "translate": vol.origin, "colormap": "gray",
-              "contrast_limits": display_limits(vol.data, modality),
-              "metadata": {"path": str(path), "spacing": vol.spacing, "origin": vol.origin, "modality": modality}}
-    return [(vol.data, kwargs, "image")]
+    metadata = {"path": str(path), "spacing": vol.spacing, "origin": vol.origin, "modality": modality}
+    return [(vol.data, image_layer_kwargs(name, vol.data, vol.spacing, vol.origin, modality, metadata), "image")]
 
 
 def demo_brain() -> list[tuple]:

@@ -1,13 +1,7 @@
-"""Full-resolution sampling from a checkpoint, chunked decoding, CRF consistency maps.
+"""Full-resolution sampling from a checkpoint, latent walks, CRF consistency maps.
 
-At inference G^H decodes the whole embedding. `decode_embedding` does it in one
-pass or a few embedding slices at a time: each chunk carries a halo of 2 embedding
-slices (the receptive field of G^H's two upsampled 3x3x3 convs), and the GroupNorm
-between them uses statistics of the whole volume, gathered in a first pass. Both
-ways normalise with the same float64 statistics, so chunked output equals one-pass
-output (up to float rounding of the convs) at a fraction of the peak memory, on any
-CPU: torch's float32 GroupNorm kernel is up to 1e-4 off on large channels-last
-inputs, which alone would exceed the 1e-5 the two ways are held to.
+Decoding itself (one pass or chunked, with whole-volume GroupNorm statistics) is
+`model.decoding.decode_embedding`, shared with the trainer's preview.
 """
 from __future__ import annotations
 
@@ -19,70 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import from_modality_units, to_modality_units, write_nifti
-from .model.generator import SubVolumeHead
-from .training.checkpoint import Checkpoint, load_checkpoint
-from .training.devices import resolve_device
-
-HALO = 2  # embedding slices each side of a chunk that G^H's output depends on
-STATS_SLICES = 8  # slices converted to float64 at a time while summing statistics
-
-
-class _GroupMoments:
-    """Per (sample, group) sums of G^H's pre-norm activations, accumulated in float64."""
-
-    def __init__(self, head: SubVolumeHead, batch: int, device: torch.device) -> None:
-        self.norm = head.norm
-        self.total = torch.zeros(batch, self.norm.num_groups, dtype=torch.float64, device=device)
-        self.total_sq = torch.zeros_like(self.total)
-        self.count = 0
-
-    def add(self, x: torch.Tensor) -> None:
-        """Adds activations [B, C, d, h, w], a few slices at a time (no float64 copy of all of x)."""
-        b, groups = x.shape[0], self.norm.num_groups
-        for a in range(0, x.shape[2], STATS_SLICES):
-            part = x[:, :, a:a + STATS_SLICES].double().reshape(b, groups, -1)
-            self.total += part.sum(-1)
-            self.total_sq += (part * part).sum(-1)
-        self.count += x[0].numel() // groups
-
-    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """GroupNorm with its weight and bias as one per-channel (scale, shift), each [B, C, 1, 1, 1]."""
-        norm = self.norm
-        mean = self.total / self.count
-        var = (self.total_sq / self.count - mean * mean).clamp_min(0)
-        per_group = norm.num_channels // norm.num_groups
-        inv_std = torch.rsqrt(var + norm.eps).repeat_interleave(per_group, dim=1)
-        scale = inv_std * norm.weight.double()
-        shift = norm.bias.double() - mean.repeat_interleave(per_group, dim=1) * scale
-        return scale.float()[..., None, None, None], shift.float()[..., None, None, None]
-
-
-@torch.no_grad()
-def decode_embedding(head: SubVolumeHead, emb: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
-    """G^H(emb) [B, 1, 4e, 4E, 4E], about `chunk` image slices (chunk // 4 embedding slices) at a time
-    (None: one pass)."""
-    b, e = emb.shape[0], emb.shape[2]
-    moments = _GroupMoments(head, b, emb.device)
-    step = e if chunk is None else max(1, chunk // 4)
-    if step >= e:
-        hidden = [head.hidden(emb)]
-        moments.add(hidden[0])
-        scale, shift = moments.affine()
-        # pop: finish() holds the only reference, so it frees the activations before its
-        # last conv (the peak); a local here would add their size (256 MiB at paper-256) to it
-        return head.finish(hidden.pop().mul_(scale).add_(shift))
-    for a in range(0, e, step):  # first pass: statistics of the whole volume
-        z = min(a + step, e)
-        lo, hi = max(a - 1, 0), min(z + 1, e)  # one slice of halo is enough for conv1
-        moments.add(head.hidden(emb[:, :, lo:hi])[:, :, 2 * (a - lo):2 * (z - lo)])
-    scale, shift = moments.affine()
-    out = torch.empty(b, 1, 4 * e, 4 * emb.shape[3], 4 * emb.shape[4], dtype=torch.float32, device=emb.device)
-    for a in range(0, e, step):
-        z = min(a + step, e)
-        lo, hi = max(a - HALO, 0), min(z + HALO, e)
-        y = head.finish(head.hidden(emb[:, :, lo:hi]).mul_(scale).add_(shift))
-        out[:, :, 4 * a:4 * z] = y[:, :, 4 * (a - lo):4 * (z - lo)]
-    return out
+from .runtime import Checkpoint, load_checkpoint, resolve_device
 
 
 @dataclass
@@ -170,8 +101,7 @@ class Sampler:
     @torch.no_grad()
     def decode(self, z: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
         """Full volumes [B, 1, S, S, S] in [-1, 1]; chunk = image slices per chunk (None: one pass)."""
-        emb = self.system.trunk(z)
-        return decode_embedding(self.system.head, emb, chunk)
+        return self.system.generate(z, chunk)
 
     def _volume(self, model_units: torch.Tensor, seed: int, label: int | None) -> GeneratedVolume:
         arr = model_units.cpu().numpy().astype(np.float32)
@@ -197,6 +127,24 @@ class Sampler:
             z = self.system.condition(z, None if index is None else torch.tensor([index]))[0].to(self.device)
             frames.append(to_modality_units(self.decode(z, chunk)[0, 0].cpu().numpy(), self.modality))
         return np.stack(frames).astype(np.float32)
+
+    def write_samples(self, out: str | Path, num: int, seed: int = 0, label: int | str | None = None,
+                      chunk: int | None = None, progress=None) -> list[Path]:
+        """Write volumes seed .. seed + num - 1 as `out/sample_seedNNNN.nii.gz`, one at a time (bounded memory)."""
+        paths = []
+        for i in range(num):
+            (vol,) = self.sample(1, seed=seed + i, label=label, chunk=chunk)
+            paths.append(vol.save(Path(out) / f"sample_seed{vol.seed:04d}.nii.gz"))
+            if progress is not None:
+                progress(i + 1, num)
+        return paths
+
+    def write_walk(self, out: str | Path, seed_a: int, seed_b: int, steps: int, label: int | str | None = None,
+                   chunk: int | None = None) -> list[Path]:
+        """Write a latent walk as `out/walk_A_B_II.nii.gz`, frame by frame."""
+        walk = self.interpolate(seed_a, seed_b, steps=steps, label=label, chunk=chunk)
+        return [write_nifti(Path(out) / f"walk_{seed_a}_{seed_b}_{i:02d}.nii.gz", frame, self.spacing)
+                for i, frame in enumerate(walk)]
 
     @torch.no_grad()
     def consistency(self, volume: np.ndarray, model_units: bool = False) -> ConsistencyMap:

@@ -17,21 +17,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def train_checkpoint(args) -> Path:
+    """Train the demo checkpoint (continuing or reusing an earlier run in --run)."""
     from tqdm import tqdm
 
-    from napari_crfgan import TrainOptions, load_checkpoint, prepare_dataset, train
+    from napari_crfgan import TrainOptions, run_training
 
-    out = Path(args.run)
-    ckpt = out / "checkpoint.pt"
-    start = load_checkpoint(ckpt).iteration if ckpt.is_file() else 0  # continue an earlier run
-    if start >= args.iterations:
-        return ckpt
-    options = TrainOptions(data=args.data, out=out, preset=args.preset, iterations=args.iterations, batch_size=2,
-                           device="auto", demo_count=args.demo_count, resume=start > 0)
-    dataset = prepare_dataset(options)
-    for _ in tqdm(train(options, dataset), total=args.iterations, initial=start, desc="training", mininterval=5):
-        pass
-    return ckpt
+    options = TrainOptions(data=args.data, preset=args.preset, iterations=args.iterations, batch_size=2, out=args.run,
+                           demo_count=args.demo_count, resume="auto")
+    with tqdm(total=args.iterations, desc="training", mininterval=5) as bar:
+        result = run_training(options, on_report=lambda r: bar.update(r.iteration - bar.n))
+    return result.checkpoint_path
 
 
 def wait(app, widget, timeout: float = 600) -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs everything the suite needs (system packages
 # for a virtual screen with OpenGL, the CPU build of torch, the package with its
-# test extras), then runs the whole suite under Xvfb. Safe to re-run.
+# test extras), lints with ruff, then runs the whole suite under Xvfb. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +19,9 @@ fi
 # torch first and pinned: the local CPU wheel, never the multi-GB CUDA build.
 python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[test]"
+
+# lint first: a style or pyflakes error fails the run before the (longer) suite starts
+python -m ruff check .
 
 export QT_API=pyqt6
 exec xvfb-run -a -s "-screen 0 1280x1024x24" python -m pytest -q -p no:cacheprovider "$@"

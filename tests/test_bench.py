@@ -22,7 +22,7 @@ def test_bench_json_shape_and_ratios():
 
 
 def test_bench_sample_paper_128_chunks_use_less_memory():
-    from napari_crfgan.evaluation.bench import bench_sampling
+    from napari_crfgan.experiments.bench import bench_sampling
 
     r = bench_sampling("paper-128", chunk=16)
     assert r["max_abs_diff"] <= 1e-5
@@ -31,7 +31,7 @@ def test_bench_sample_paper_128_chunks_use_less_memory():
 
 @pytest.mark.slow
 def test_chunked_paper_256_peak_is_at_most_half():
-    from napari_crfgan.evaluation.bench import bench_sampling
+    from napari_crfgan.experiments.bench import bench_sampling
 
     r = bench_sampling("paper-256", chunk=32)
     assert r["max_abs_diff"] <= 1e-5

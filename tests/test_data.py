@@ -113,7 +113,8 @@ def test_load_volume_formats_and_errors(tmp_path):
     assert arr.dtype == np.float32 and spacing == (1.0, 1.0, 1.0)
     np.testing.assert_allclose(arr, data)
     # 4D with a singleton 4th dimension is fine
-    nib.save(nib.Nifti1Image(data.transpose(2, 1, 0)[..., None], np.diag([3.0, 2.0, 1.0, 1.0])), str(tmp_path / "s4d.nii.gz"))
+    nib.save(nib.Nifti1Image(data.transpose(2, 1, 0)[..., None], np.diag([3.0, 2.0, 1.0, 1.0])),
+             str(tmp_path / "s4d.nii.gz"))
     arr, spacing = load_volume(tmp_path / "s4d.nii.gz")
     np.testing.assert_array_equal(arr, data)
     assert spacing == (1.0, 2.0, 3.0)
@@ -163,7 +164,8 @@ def test_ct_window_values():
     np.testing.assert_allclose(from_modality_units(back, "ct"), np.clip(out, -1, 1), atol=1e-5)
     assert from_modality_units(back.astype(np.float32), "ct").dtype == np.float32
     np.testing.assert_allclose(from_modality_units(np.array([0.0, 0.25, 1.0, 2.0]), "mri"), [-1.0, -0.5, 1.0, 1.0])
-    assert torch.allclose(from_modality_units(torch.tensor([-2000.0, -212.0, 600.0]), "ct"), torch.tensor([-1.0, 0.0, 1.0]))
+    assert torch.allclose(from_modality_units(torch.tensor([-2000.0, -212.0, 600.0]), "ct"),
+                          torch.tensor([-1.0, 0.0, 1.0]))
 
 
 def test_mri_percentile_scaling():
@@ -377,9 +379,7 @@ def test_labels_csv_mapping(tmp_path):
     assert dsc.files == ["a.npy", "b.npy", "sub/c.npy"]
     assert dsc.class_names == ["cat", "dog"]
     assert dsc.labels == [1, 0, 1] and dsc.num_classes == 2
-    view = dsc.with_labels()
-    x, y = view[2]
-    assert x.shape == (1, 8, 8, 8) and y == 1
+    assert dsc[2].shape == (1, 8, 8, 8) and dsc.label(2) == 1
     assert dsc.summary()["classes"] == dsc.summary()["class_names"] == ["cat", "dog"]
     # integer labels sort numerically
     (folder / "labels.csv").write_text("filename,label\na.npy,10\nb.npy,2\nsub/c.npy,2\nd.npy,10\n")
@@ -465,7 +465,8 @@ def test_demo_brain(tmp_path, _cache):
 def test_data_package_does_not_import_napari_or_qt():
     code = (
         "import sys, napari_crfgan.data\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6')]\n"
+        "bad = [m for m in sys.modules\n"
+        "       if m.split('.')[0] in ('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6')]\n"
         "print(bad); sys.exit(1 if bad else 0)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

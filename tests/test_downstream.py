@@ -7,7 +7,7 @@ import torch
 
 from napari_crfgan import Sampler, TrainOptions, VolumeDataset, train
 from napari_crfgan.cli import main
-from napari_crfgan.evaluation.downstream import (AugmentationSettings, EarlyStopping, augmentation_markdown,
+from napari_crfgan.experiments.downstream import (AugmentationSettings, EarlyStopping, augmentation_markdown,
                                                  binary_scores, run_augmentation, split_indices, synthesise,
                                                  write_split_folder)
 

@@ -5,7 +5,7 @@ from napari_crfgan.model import PRESETS, build_system, get_config
 from napari_crfgan.model.crf import PatchCRF
 from napari_crfgan.model.generator import embedding_slab
 
-# REFERENCE.md: learnable parameters of the published networks.
+# Learnable parameters of the published networks (counted from the reference code of both papers).
 PAPER_COUNTS = {
     ("hagan", "paper-256"): 79_744_884,
     ("hagan", "paper-128"): 79_583_972,

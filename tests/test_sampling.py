@@ -6,7 +6,8 @@ import torch
 
 from napari_crfgan.data import read_nifti
 from napari_crfgan.model import build_system, get_config
-from napari_crfgan.sampling import Sampler, decode_embedding
+from napari_crfgan.model.decoding import decode_embedding
+from napari_crfgan.sampling import Sampler
 
 
 def _head_and_embedding(preset: str):

@@ -3,8 +3,8 @@ import os
 import pytest
 import torch
 
-from napari_crfgan.training import (CHECKPOINT_NAME, CheckpointError, TrainingError, TrainOptions, TrainReport,
-                                    load_checkpoint, train)
+from napari_crfgan.runtime import CHECKPOINT_NAME, CheckpointError, load_checkpoint
+from napari_crfgan.training import TrainingError, TrainOptions, TrainReport, train
 
 
 def options(folder, out, model="crfgan", **kw):
@@ -22,7 +22,8 @@ def test_trainer_yields_reports_and_checkpoints(npy_folder, tmp_path, model):
     assert isinstance(r, TrainReport) and r.iterations == 4 and r.device == "cpu"
     assert {"d", "g", "encoder"} <= set(r.losses) and all(map(lambda v: v == v, r.losses.values()))
     assert r.iters_per_s > 0 and r.peak_memory_mb > 0 and r.eta_s == 0
-    assert [x.checkpoint is not None for x in reports] == [False, True, False, True]
+    assert [x.saved for x in reports] == [False, True, False, True]
+    assert {x.checkpoint_path for x in reports} == {str(tmp_path / "run" / CHECKPOINT_NAME)}
     assert reports[1].preview.shape == (32, 32, 32) and reports[0].preview is None
     ckpt = load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)
     assert (ckpt.model, ckpt.preset, ckpt.iteration) == (model, "tiny-32", 4)
@@ -133,12 +134,43 @@ def test_bad_options_are_clear(npy_folder, tmp_path):
         list(train(options(npy_folder, tmp_path / "r", device="cuda:7")))
 
 
-def test_threads_option(npy_folder, tmp_path):
+def test_threads_apply_during_the_run_and_are_restored(npy_folder, tmp_path):
     before = torch.get_num_threads()
+    torch.set_num_threads(2)
     try:
-        list(train(options(npy_folder, tmp_path / "run", iterations=1, threads=1)))
-        assert torch.get_num_threads() == 1
+        during = [torch.get_num_threads() for _ in train(options(npy_folder, tmp_path / "run", iterations=2,
+                                                                  threads=1))]
+        assert during == [1, 1]
+        assert torch.get_num_threads() == 2  # a napari session keeps its own setting
+        gen = train(options(npy_folder, tmp_path / "stopped", iterations=5, threads=1))
+        next(gen)
+        gen.close()  # stopped early: restored too
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match="threads must be at least 1"):
         list(train(options(npy_folder, tmp_path / "r2", threads=0)))
+
+
+def test_run_lifecycle_start_resume_reuse(npy_folder, tmp_path):
+    """One place decides: a new run refuses a checkpoint, resume needs one, auto continues or reuses."""
+    from napari_crfgan.training import decide_start, run_training
+
+    opts = options(npy_folder, tmp_path / "run", iterations=2)
+    assert decide_start(opts).resume is False
+    first = run_training(opts)
+    assert (first.start, first.iteration, first.stopped, first.reused) == (0, 2, False, False)
+    assert first.checkpoint_path == opts.checkpoint_path == tmp_path / "run" / CHECKPOINT_NAME
+    with pytest.raises(CheckpointError, match="already exists"):
+        decide_start(opts)
+    more = run_training(options(npy_folder, tmp_path / "run", iterations=3, resume="auto"))
+    assert (more.start, more.iteration, more.reused) == (2, 3, False)
+    seen = []
+    reused = run_training(options(npy_folder, tmp_path / "run", iterations=3, resume="auto"), on_report=seen.append)
+    assert reused.reused and seen == [] and reused.iteration == 3 and reused.metrics["iters_per_s"] > 0
+    stopped = run_training(options(npy_folder, tmp_path / "run", iterations=9, resume="yes"),
+                           should_stop=lambda: True)
+    assert stopped.stopped and stopped.iteration == 4 and load_checkpoint(tmp_path / "run").iteration == 4
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        decide_start(options(npy_folder, tmp_path / "empty", resume="yes"))
+    assert decide_start(options(npy_folder, tmp_path / "empty", resume="auto")).resume is False

@@ -11,8 +11,8 @@ from napari.utils.notifications import notification_manager  # noqa: E402
 from qtpy.QtCore import QTimer  # noqa: E402
 
 from napari_crfgan import Sampler  # noqa: E402
-from napari_crfgan.memory_estimate import parameter_counts  # noqa: E402
-from napari_crfgan.training import load_checkpoint  # noqa: E402
+from napari_crfgan.model import parameter_counts  # noqa: E402
+from napari_crfgan.runtime import load_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.gui
 PLUGIN = "napari-crfgan"
@@ -75,7 +75,8 @@ def test_training_runs_in_a_worker_with_progress_plot_preview_and_checkpoint(mak
     assert "Last training" in memory.last_run.text() and "MB" in memory.last_run.text()
 
 
-def test_event_loop_runs_while_training_and_stop_keeps_a_valid_checkpoint(make_napari_viewer, qtbot, npy_folder, tmp_path):
+def test_event_loop_runs_while_training_and_stop_keeps_a_valid_checkpoint(make_napari_viewer, qtbot, npy_folder,
+                                                                         tmp_path):
     viewer = make_napari_viewer()
     w = dock(viewer, "Train")
     set_up_training(w, npy_folder, tmp_path / "run", iterations=10_000)

@@ -4,26 +4,17 @@ Volumes are float32 arrays with axes (D, H, W) = (z, y, x) of the RAS-canonical
 image; spacing is a 3-tuple (sd, sh, sw) in mm. Nothing here imports napari or Qt.
 """
 
-from .cache import cache_dir
-from .dataset import DatasetError, SkippedFilesWarning, VolumeDataset
-from .demo import DEMO_DATASETS, demo_folder
-from .nifti import NiftiVolume, VolumeError, load_volume, read_nifti, write_nifti
-from .preprocess import Preprocessing, from_modality_units, preprocess_volume, to_modality_units
+from .._lazy import lazy_exports
 
-__all__ = [
-    "VolumeDataset",
-    "DatasetError",
-    "SkippedFilesWarning",
-    "VolumeError",
-    "load_volume",
-    "read_nifti",
-    "write_nifti",
-    "NiftiVolume",
-    "Preprocessing",
-    "preprocess_volume",
-    "to_modality_units",
-    "from_modality_units",
-    "demo_folder",
-    "DEMO_DATASETS",
-    "cache_dir",
-]
+#: public name -> the module that defines it (imported on first use: the reader needs no torch)
+_EXPORTS = {
+    "cache_dir": "cache",
+    "DatasetError": "dataset", "SkippedFilesWarning": "dataset", "VolumeDataset": "dataset",
+    "DEMO_DATASETS": "demo", "demo_folder": "demo",
+    "NiftiVolume": "nifti", "VolumeError": "nifti", "load_volume": "nifti", "read_nifti": "nifti",
+    "write_nifti": "nifti",
+    "Preprocessing": "preprocess", "from_modality_units": "preprocess", "preprocess_volume": "preprocess",
+    "to_modality_units": "preprocess",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -21,10 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
+
+from ..files import atomic_path, write_json_atomic
 
 __all__ = ["CACHE_VERSION", "cache_dir", "file_digest", "cache_key", "VolumeCache"]
 
@@ -66,24 +67,6 @@ def cache_key(digest: str, settings: dict) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write `obj` as JSON to `path` via a temp file and rename: never a half-written file."""
-    data = json.dumps(obj, sort_keys=True, indent=1).encode()
-    _atomic_write_bytes(path, lambda f: f.write(data))
-
-
 def _read_json(path: Path) -> dict | None:
     try:
         with open(path, encoding="utf-8") as f:
@@ -117,7 +100,8 @@ class VolumeCache:
         npy = self.volume_path(key)
         write_json_atomic(npy.with_suffix(".json"), meta)
         arr = np.ascontiguousarray(array, dtype=np.float32)
-        _atomic_write_bytes(npy, lambda f: np.save(f, arr, allow_pickle=False))
+        with atomic_path(npy) as tmp, open(tmp, "wb") as f:
+            np.save(f, arr, allow_pickle=False)
         return npy
 
     # raw statistics per file content

@@ -305,10 +305,6 @@ class VolumeDataset(Dataset):
         """Class index of item ``index`` (-1 without labels)."""
         return -1 if self.labels is None else self.labels[index]
 
-    def with_labels(self) -> Dataset:
-        """A view whose items are ``(volume [1, S, S, S], label: int)`` (label -1 without labels)."""
-        return _LabelledView(self)
-
     def summary(self) -> dict:
         """Plain, JSON-serialisable description (for checkpoints and the GUI)."""
         return {
@@ -331,13 +327,3 @@ class VolumeDataset(Dataset):
             f"count={len(self)}, skipped={len(self.skipped)}, classes={self.class_names})"
         )
 
-
-class _LabelledView(Dataset):
-    def __init__(self, dataset: VolumeDataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        return self.dataset[index], self.dataset.label(index)

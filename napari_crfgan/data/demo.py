@@ -34,16 +34,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from ..files import atomic_path
 from .cache import cache_dir as _default_cache_dir
 from .nifti import write_nifti
 
-__all__ = ["DEMO_DATASETS", "DEMO_MODALITY", "DEFAULT_DEMO_COUNT", "demo_folder", "make_chest_phantom", "make_brain_volume"]
+__all__ = ["DEMO_DATASETS", "DEMO_MODALITY", "DEFAULT_DEMO_COUNT", "demo_folder", "make_chest_phantom",
+           "make_brain_volume"]
 
 DEMO_DATASETS = ("demo-brain", "demo-chest")
 DEMO_MODALITY = {"demo-brain": "mri", "demo-chest": "ct"}
@@ -77,28 +78,21 @@ def demo_folder(
     folder = root / "demo" / f"{name}-n{count}-s{int(seed)}-v{DEMO_VERSION}"
     if (folder / "demo.json").is_file():
         return folder
-    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.mkdir(parents=True)
     try:
-        if name == "demo-brain":
-            _write_brain_set(tmp, count, int(seed), progress)
-        else:
-            _write_chest_set(tmp, count, int(seed), progress)
-        info = {"name": name, "count": count, "seed": int(seed), "version": DEMO_VERSION,
-                "modality": DEMO_MODALITY[name], "synthetic": True}
-        (tmp / "demo.json").write_text(json.dumps(info, indent=1))
-        if (folder / "demo.json").is_file():  # another process finished first: use theirs
-            return folder
-        if folder.exists():  # an incomplete leftover (no demo.json)
-            shutil.rmtree(folder, ignore_errors=True)
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            if not (folder / "demo.json").is_file():  # not a concurrent winner: a real error
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_path(folder) as tmp:
+            tmp.mkdir()
+            if name == "demo-brain":
+                _write_brain_set(tmp, count, int(seed), progress)
+            else:
+                _write_chest_set(tmp, count, int(seed), progress)
+            info = {"name": name, "count": count, "seed": int(seed), "version": DEMO_VERSION,
+                    "modality": DEMO_MODALITY[name], "synthetic": True}
+            (tmp / "demo.json").write_text(json.dumps(info, indent=1))
+            if folder.exists() and not (folder / "demo.json").is_file():  # an incomplete leftover
+                shutil.rmtree(folder, ignore_errors=True)
+    except OSError:
+        if not (folder / "demo.json").is_file():  # not a concurrent process that finished first
+            raise
     return folder
 
 
@@ -378,7 +372,8 @@ def make_chest_phantom(
                 if ball.any() and lungs[sl][ball].mean() >= 0.97:
                     hu = u(0, 50)
                     vol[sl][ball] = hu
-                    nodules.append({"center": [int(v) for v in c], "diameter_mm": round(2 * radius, 2), "hu": round(hu, 1)})
+                    nodules.append({"center": [int(v) for v in c], "diameter_mm": round(2 * radius, 2),
+                                    "hu": round(hu, 1)})
                     break
                 radius = max(3.0, radius * 0.93)
 

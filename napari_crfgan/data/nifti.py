@@ -16,12 +16,13 @@ the origin to 1e-4 mm) so values such as 0.7 come back exactly as written.
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..files import atomic_path
 
 __all__ = [
     "VolumeError",
@@ -193,15 +194,9 @@ def write_nifti(
     img.header.set_xyzt_units("mm")
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = _suffix(path) if _suffix(path) in (".nii", ".nii.gz") else ".nii"
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
-    try:
+    with atomic_path(path, suffix=suffix) as tmp:  # nibabel picks the format by extension
         nib.save(img, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

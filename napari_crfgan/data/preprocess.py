@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 MODALITIES = ("ct", "mri")
-#: Hounsfield window mapped to [-1, 1] (REFERENCE.md)
+#: Hounsfield window mapped to [-1, 1] (the window of the HA-GAN and CRF-GAN reference code)
 HU_WINDOW = (-1024.0, 600.0)
 #: CT value used for missing (NaN) voxels
 CT_NAN_HU = -1024.0

@@ -41,7 +41,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
-    "FEATURE_DIMS",
     "ShallowCNN",
     "ResNet3D",
     "resnet10_random",
@@ -54,9 +53,6 @@ __all__ = [
     "rms_scale",
     "normalise",
 ]
-
-#: Feature dimension of each built-in extractor kind (medicalnet: 2048).
-FEATURE_DIMS = {"shallow": 480, "resnet10": 512, "medicalnet": 2048}
 
 SHALLOW_CHANNELS = (16, 32, 64, 128)
 

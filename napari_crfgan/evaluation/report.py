@@ -5,7 +5,7 @@ number, the same number for two halves of the real set (the noise floor: a
 model cannot be told apart from real data on a metric where it sits at the
 floor). :func:`to_markdown` renders the result as a table.
 
-Rules followed (EVALUATION.md): random-feature metrics are averaged over seeds
+Rules followed: random-feature metrics are averaged over seeds
 (mean +- std); features are normalised by one scalar, the RMS of the real
 features; FD magnitudes depend on the extractor and are never comparable with
 published MedicalNet numbers; compare models only at equal sample counts.
@@ -40,7 +40,6 @@ METRIC_INFO = {
     "sdr": ("~real (~1)", "seam discontinuity ratio on the slab grid; higher = seams"),
     "sdr_free": ("lower", "max |r(k) - 1| of the fake/real plane-gap ratio profile"),
 }
-
 
 
 def _info(key: str) -> tuple[str, str]:

@@ -29,8 +29,6 @@ import numpy as np
 
 __all__ = ["plane_gaps", "plane_support", "seam_indices", "grid_sdr", "sdr", "sdr_profile"]
 
-AXES = {"d": 0, "h": 1, "w": 2}
-
 
 def _plane_pair_mask(volumes, axis: int, value_range, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Volumes with `axis` moved first ``[N, L, ...]`` and the mask of each neighbouring

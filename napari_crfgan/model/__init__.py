@@ -1,18 +1,7 @@
-"""Pure-PyTorch networks and the two systems (no napari, no Qt)."""
-from .crfgan import CRFGAN
-from .hagan import HAGAN
-from .presets import PRESETS, SYSTEMS, ModelConfig, get_config
+"""Pure-PyTorch networks and the systems (no napari, no Qt); `SYSTEMS` is the registry."""
+from .presets import PRESETS, ModelConfig, get_config
+from .registry import SYSTEMS, SystemSpec, build_system, display_name, parameter_counts, parameter_summary, system_spec
 from .system import GANSystem
 
-_SYSTEMS = {"crfgan": CRFGAN, "hagan": HAGAN}
-
-
-def build_system(model: str, cfg: ModelConfig) -> GANSystem:
-    """A freshly initialised CRF-GAN or HA-GAN for `cfg`."""
-    try:
-        return _SYSTEMS[model](cfg)
-    except KeyError:
-        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(SYSTEMS)}") from None
-
-
-__all__ = ["CRFGAN", "HAGAN", "GANSystem", "ModelConfig", "PRESETS", "SYSTEMS", "build_system", "get_config"]
+__all__ = ["GANSystem", "ModelConfig", "PRESETS", "SYSTEMS", "SystemSpec", "build_system", "display_name",
+           "get_config", "parameter_counts", "parameter_summary", "system_spec"]

@@ -18,7 +18,6 @@ from .system import GANSystem, bce, frozen
 
 
 class CRFGAN(GANSystem):
-    name = "crfgan"
     optimizer_groups = {
         "d": (("d_high",), "lr_d"),
         "g": (("trunk", "head"), "lr_g"),

@@ -20,7 +20,6 @@ from .system import GANSystem, bce, frozen
 
 
 class HAGAN(GANSystem):
-    name = "hagan"
     optimizer_groups = {
         "d": (("d_high", "d_low"), "lr_d"),
         "g": (("trunk", "low_head", "head"), "lr_g"),

@@ -10,8 +10,6 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-SYSTEMS = ("crfgan", "hagan")
-
 
 @dataclass(frozen=True)
 class ModelConfig:

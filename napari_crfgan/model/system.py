@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .decoding import decode_embedding
 from .generator import SubVolumeHead, Trunk, embedding_slab
 from .discriminator import SubVolumeDiscriminator
 from .encoder import HalfEncoder
@@ -38,9 +39,8 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
 class GANSystem(nn.Module):
     """Base of both systems. Subclasses define `networks`, `optimizer_groups` and `train_step`."""
 
-    name = ""
-    # network attribute name -> optimiser learning-rate field of the config
-    optimizer_groups: dict[str, str] = {}
+    # optimiser name -> (network attribute names, learning-rate field of the config)
+    optimizer_groups: dict[str, tuple[tuple[str, ...], str]] = {}
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -145,9 +145,10 @@ class GANSystem(nn.Module):
             return emb, self.head(embedding_slab(emb, crop_idx, self.cfg))
 
     @torch.no_grad()
-    def generate(self, z: torch.Tensor) -> torch.Tensor:
-        """Full-resolution volumes [B, 1, S, S, S] in one pass of G^H (see sampling for chunks)."""
-        return self.head(self.trunk(z)).float()
+    def generate(self, z: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+        """Full-resolution volumes [B, 1, S, S, S] in [-1, 1]: G^H decodes the whole embedding,
+        `chunk` image slices at a time (None: one pass; see decoding.decode_embedding)."""
+        return decode_embedding(self.head, self.trunk(z), chunk)
 
     def train_step(self, real: torch.Tensor, labels: torch.Tensor | None, iteration: int,
                    optimizers: dict) -> dict[str, float]:

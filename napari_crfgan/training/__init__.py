@@ -1,10 +1,10 @@
-"""Training: the report-yielding trainer, checkpoints, devices and memory."""
-from .checkpoint import CHECKPOINT_NAME, Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from .devices import PeakMemory, available_devices, resolve_device
-from .trainer import TrainingError, TrainOptions, TrainReport, prepare_dataset, train
+"""Training: options and reports, the run lifecycle (start / resume / refuse) and the trainer."""
+from .options import RESUME_MODES, TrainOptions, TrainReport
+from .lifecycle import RunStart, decide_start
+from .run import RunResult, run_training
+from .trainer import TrainingError, prepare_dataset, train
 
 __all__ = [
-    "CHECKPOINT_NAME", "Checkpoint", "CheckpointError", "PeakMemory", "TrainOptions", "TrainReport",
-    "TrainingError", "available_devices", "load_checkpoint", "prepare_dataset", "resolve_device",
-    "save_checkpoint", "train",
+    "RESUME_MODES", "RunResult", "RunStart", "TrainOptions", "TrainReport", "TrainingError", "decide_start",
+    "prepare_dataset", "run_training", "train",
 ]

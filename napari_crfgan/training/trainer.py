@@ -11,71 +11,21 @@ identical to it.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
 from ..data import VolumeDataset, to_modality_units
-from ..model import SYSTEMS, build_system, get_config
-from .checkpoint import CHECKPOINT_NAME, Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from .devices import PeakMemory, resolve_device
+from ..model import build_system, get_config
+from ..runtime import Checkpoint, PeakMemory, load_checkpoint, resolve_device, save_checkpoint, torch_threads
+from .options import TrainOptions, TrainReport
+from .lifecycle import decide_start
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on; the message is one sentence for the user."""
-
-
-@dataclass
-class TrainOptions:
-    data: str  # a dataset folder, or demo-brain / demo-chest
-    out: str | Path = "runs/crfgan"
-    model: str = "crfgan"
-    preset: str = "small-64"
-    iterations: int = 2000
-    batch_size: int = 4
-    resume: bool = False
-    device: str = "auto"
-    seed: int = 0
-    checkpoint_every: int = 250
-    modality: str | None = None  # ct / mri; None: auto
-    conditional: bool = False  # class-conditional on the folder's labels.csv
-    precision: str = "fp32"  # fp32, or bf16 / fp16 autocast on CUDA
-    lr_g: float | None = None  # None: the preset's value
-    lr_d: float | None = None
-    lr_e: float | None = None
-    preview_every: int = 0  # 0: no preview volumes in the reports
-    demo_count: int | None = None  # number of demo volumes (None: the demo's default)
-    threads: int | None = None  # torch CPU threads (None: torch's default); 1 helps on a busy machine
-
-    def validate(self) -> None:
-        if self.model not in SYSTEMS:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(SYSTEMS)}")
-        get_config(self.preset)
-        if self.threads is not None and self.threads < 1:
-            raise ValueError("threads must be at least 1")
-        for name in ("iterations", "batch_size", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be at least 1")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be fp32, bf16 or fp16, not {self.precision!r}")
-
-
-@dataclass(frozen=True)
-class TrainReport:
-    iteration: int  # iterations finished
-    iterations: int  # the run's target
-    losses: dict[str, float]
-    iters_per_s: float
-    peak_memory_mb: float
-    eta_s: float
-    device: str
-    checkpoint: str | None = None  # set when a checkpoint was written after this step
-    preview: np.ndarray | None = field(default=None, repr=False)  # [S, S, S] in modality units
 
 
 def prepare_dataset(options: TrainOptions, progress: Callable[[int, int], None] | None = None) -> VolumeDataset:
@@ -99,32 +49,32 @@ def _iteration_seed(seed: int, iteration: int) -> int:
 
 
 def train(options: TrainOptions, dataset: VolumeDataset | None = None) -> Iterator[TrainReport]:
-    """Train `options.model` and yield a TrainReport after every iteration."""
+    """Train `options.model` and yield a TrainReport after every iteration.
+
+    Starts, resumes or refuses as `lifecycle.decide_start` says, before any data is read.
+    """
     options.validate()
     device = resolve_device(options.device)
-    out = Path(options.out)
-    ckpt_path = out / CHECKPOINT_NAME
-    if options.resume and not ckpt_path.is_file():
-        raise CheckpointError(f"nothing to resume: no checkpoint at {ckpt_path}")
-    if not options.resume and ckpt_path.is_file():
-        raise CheckpointError(f"{ckpt_path} already exists; pass resume to continue it or choose another output folder")
+    start_plan = decide_start(options)
     if dataset is None:
         dataset = prepare_dataset(options)
     if options.conditional and dataset.num_classes < 2:
         raise TrainingError("conditional training needs a labels.csv with at least two classes")
     cfg = _config_for(options, dataset)
+    with torch_threads(options.threads, flush_denormal=device.type == "cpu"):
+        yield from _train_loop(options, dataset, cfg, device, start_plan.resume)
 
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)  # denormal Adam moments slow CPU steps several-fold
+
+def _train_loop(options: TrainOptions, dataset: VolumeDataset, cfg, device: torch.device,
+                resume: bool) -> Iterator[TrainReport]:
     memory = PeakMemory(device)
     torch.manual_seed(options.seed)  # the initial weights
     system = build_system(options.model, cfg).to(device)
     system.set_precision(options.precision)
     optimizers = system.make_optimizers()
+    ckpt_path = options.checkpoint_path
     start = 0
-    if options.resume:
+    if resume:
         ckpt = load_checkpoint(ckpt_path, model=options.model, preset=options.preset, config=cfg)
         system.load_state_dict(ckpt.state)
         for name, opt in optimizers.items():
@@ -133,12 +83,12 @@ def train(options: TrainOptions, dataset: VolumeDataset | None = None) -> Iterat
     system.train()
 
     labels = torch.tensor(dataset.labels, dtype=torch.long) if cfg.num_classes else None
-    options_record = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(options).items()}
+    options_record = options.record()
     data_record = dataset.summary()
     preview_z = _preview_latent(system, options.seed)
     metrics: dict[str, float] = {}
 
-    def save(iteration: int) -> str:
+    def save(iteration: int) -> None:
         rng = {"torch": torch.get_rng_state()}
         if device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(device)
@@ -148,10 +98,9 @@ def train(options: TrainOptions, dataset: VolumeDataset | None = None) -> Iterat
             optimizers={k: o.state_dict() for k, o in optimizers.items()},
             rng=rng, options=options_record, data=data_record, metrics=metrics,
         ))
-        return str(ckpt_path)
 
     done = start
-    saved_at = start if options.resume else -1
+    saved_at = start if resume else -1
     t0 = time.perf_counter()
     try:
         for it in range(start, options.iterations):
@@ -169,9 +118,9 @@ def train(options: TrainOptions, dataset: VolumeDataset | None = None) -> Iterat
             done = it + 1
             rate = (done - start) / max(time.perf_counter() - t0, 1e-9)
             metrics = {"iters_per_s": rate, "peak_memory_mb": memory.peak_mb()}
-            checkpoint = None
-            if done % options.checkpoint_every == 0 or done == options.iterations:
-                checkpoint = save(done)
+            saved = done % options.checkpoint_every == 0 or done == options.iterations
+            if saved:
+                save(done)
                 saved_at = done
             preview = None
             if options.preview_every and (done % options.preview_every == 0 or done == options.iterations):
@@ -180,7 +129,7 @@ def train(options: TrainOptions, dataset: VolumeDataset | None = None) -> Iterat
                 iteration=done, iterations=options.iterations, losses=losses,
                 iters_per_s=rate, peak_memory_mb=metrics["peak_memory_mb"],
                 eta_s=(options.iterations - done) / rate, device=str(device),
-                checkpoint=checkpoint, preview=preview,
+                checkpoint_path=str(ckpt_path), saved=saved, preview=preview,
             )
     except GeneratorExit:
         # Stopped by the caller between two steps: keep what was trained.
@@ -201,5 +150,5 @@ def _preview_latent(system, seed: int) -> torch.Tensor:
 
 
 def _preview(system, z: torch.Tensor, modality: str) -> np.ndarray:
-    volume = system.generate(z)[0, 0].cpu().numpy()
+    volume = system.generate(z)[0, 0].cpu().numpy()  # the sampler's decoder, one pass
     return to_modality_units(volume, modality)

@@ -10,8 +10,10 @@ from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout,
                             QSpinBox, QWidget)
 from superqt.utils import FunctionWorker, GeneratorWorker
 
-from .. import CheckpointError, DatasetError, TrainingError
-from .._reader import display_limits
+from .._reader import image_layer_kwargs
+from ..data import DatasetError
+from ..runtime import CheckpointError
+from ..training import TrainingError
 
 #: errors the API raises with a message meant for the user (one sentence)
 USER_ERRORS = (DatasetError, TrainingError, CheckpointError, ValueError, MemoryError, OSError)
@@ -123,17 +125,12 @@ def path_row(edit: QLineEdit, folder: bool, caption: str, filter: str = "") -> Q
 def show_volume(viewer, name: str, data, spacing, modality: str, metadata: dict | None = None,
                 translate=None):
     """Add an image layer (or replace the data of the layer called `name`), scaled in mm."""
-    scale = tuple(float(s) for s in spacing)
-    if data.ndim == 4:
-        scale = (1.0, *scale)
-    limits = display_limits(data, modality)
+    kwargs = image_layer_kwargs(name, data, spacing, translate, modality, metadata)
     if name in viewer.layers:
         layer = viewer.layers[name]
         layer.data = data
-        layer.scale = scale
-        layer.contrast_limits = limits
-        if metadata:
-            layer.metadata.update(metadata)
+        layer.scale = kwargs["scale"]
+        layer.contrast_limits = kwargs["contrast_limits"]
+        layer.metadata.update(kwargs["metadata"])
         return layer
-    return viewer.add_image(data, name=name, scale=scale, contrast_limits=limits, colormap="gray",
-                            metadata=dict(metadata or {}), translate=translate or (0.0,) * data.ndim)
+    return viewer.add_image(data, **kwargs)

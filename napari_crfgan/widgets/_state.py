@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from psygnal import evented
 
+from ..training import TrainOptions
+
 
 @dataclass(frozen=True)
 class RunMetrics:
@@ -28,10 +30,10 @@ class RunMetrics:
 @evented
 @dataclass(eq=False)
 class PluginState:
-    model: str = "crfgan"
-    preset: str = "small-64"
-    batch_size: int = 4
-    device: str = "auto"
+    model: str = TrainOptions.model
+    preset: str = TrainOptions.preset
+    batch_size: int = TrainOptions.batch_size
+    device: str = TrainOptions.device
     training: bool = False
     last_run: RunMetrics | None = None
     checkpoint: str = ""  # the checkpoint the last training run wrote
@@ -47,6 +49,7 @@ def state_for(viewer) -> PluginState:
     real = getattr(viewer, "__wrapped__", viewer)
     entry = _STATES.get(id(real))
     if entry is None or entry[0]() is not real:
-        entry = (weakref.ref(real, lambda _, key=id(real): _STATES.pop(key, None)), PluginState())
+        forget = lambda _, key=id(real): _STATES.pop(key, None)  # noqa: B008, E731 (the key is bound now)
+        entry = (weakref.ref(real, forget), PluginState())
         _STATES[id(real)] = entry
     return entry[1]

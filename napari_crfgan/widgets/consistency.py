@@ -11,7 +11,7 @@ import napari
 import numpy as np
 from qtpy.QtWidgets import QDoubleSpinBox, QFileDialog, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from .. import Sampler
+from ..sampling import Sampler
 from ._helpers import combo, notify_error, one_sentence, start_worker
 from ._state import state_for
 

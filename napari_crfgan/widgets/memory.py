@@ -3,19 +3,18 @@
 It renders the shared state: the model, preset, batch size and device chosen in the
 Train widget, and the measurements of the last training run, sampling run or loaded
 checkpoint. Parameter counts and the training-memory estimate come from
-`napari_crfgan.memory_estimate` and run in workers.
+`napari_crfgan.model.parameter_counts` and
+`napari_crfgan.experiments.memory_estimate` and run in workers.
 """
 from __future__ import annotations
 
 import napari
 from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
-from ..memory_estimate import estimate_training_memory, parameter_counts
+from ..experiments.memory_estimate import estimate_training_memory
+from ..model import display_name, parameter_counts
 from ._helpers import notify_error, one_sentence, start_worker
 from ._state import state_for
-
-SYSTEM_NAMES = {"crfgan": "CRF-GAN", "hagan": "HA-GAN"}
-
 
 def _params_table(counts: dict[str, int]) -> str:
     rows = "".join(f"<tr><td>{name}</td><td align='right'>{n:,}</td></tr>" for name, n in counts.items())
@@ -57,9 +56,10 @@ class MemoryWidget(QWidget):
 
     def _choice_changed(self, *_) -> None:
         model, preset, batch, device = self._key()
-        self.choice.setText(f"<b>{SYSTEM_NAMES.get(model, model)}</b>, preset {preset}, batch {batch}, "
+        self.choice.setText(f"<b>{display_name(model)}</b>, preset {preset}, batch {batch}, "
                             f"device {device} (as chosen in Train)")
-        self.estimate_label.setText(self._estimate_text() if self._estimate_fits() else "No estimate for this choice yet.")
+        self.estimate_label.setText(self._estimate_text() if self._estimate_fits()
+                                    else "No estimate for this choice yet.")
         if self._counting != (model, preset):
             self._counting = (model, preset)
             start_worker(parameter_counts, model, preset, returned=lambda c, k=(model, preset): self._counted(c, k))
@@ -102,4 +102,5 @@ class MemoryWidget(QWidget):
         speed = f", {run.iters_per_s:.2f} it/s" if run.iters_per_s else ""
         took = f", {run.seconds:.1f} s" if run.seconds is not None else ""
         peak = f"{run.peak_memory_mb:.0f} MB" if run.peak_memory_mb >= 0 else "not measurable here"
-        self.last_run.setText(f"<b>Last {run.kind}</b> ({run.detail}) on {run.device}: peak memory {peak}{speed}{took}.")
+        self.last_run.setText(f"<b>Last {run.kind}</b> ({run.detail}) on {run.device}: "
+                              f"peak memory {peak}{speed}{took}.")

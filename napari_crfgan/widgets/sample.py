@@ -13,13 +13,11 @@ import napari
 from qtpy.QtWidgets import (QCheckBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
                             QVBoxLayout, QWidget)
 
-from .. import Sampler, available_devices
-from ..training import PeakMemory
+from ..model import display_name
+from ..runtime import PeakMemory, available_devices
+from ..sampling import Sampler
 from ._helpers import combo, notify_error, one_sentence, path_row, show_volume, spin, start_worker
 from ._state import RunMetrics, state_for
-
-SYSTEM_NAMES = {"crfgan": "CRF-GAN", "hagan": "HA-GAN"}
-
 
 def sampling_steps(sampler: Sampler, count: int, seed: int, label, chunk: int | None):
     """Yield one GeneratedVolume per seed; return (peak memory MB, seconds) of the run."""
@@ -34,7 +32,7 @@ def describe(sampler: Sampler) -> str:
     """A few lines about a loaded model: system, preset, iteration, training data."""
     info = sampler.info()
     data = info["data"]
-    lines = [f"<b>{SYSTEM_NAMES.get(info['model'], info['model'])}</b> {info['preset']}, "
+    lines = [f"<b>{display_name(info['model'])}</b> {info['preset']}, "
              f"iteration {info['iteration']}, {info['size']}³ voxels",
              f"Trained on {data.get('count', '?')} {info['modality'].upper()} volumes from {data.get('source', '?')}",
              f"Spacing {' × '.join(f'{s:.3g}' for s in info['spacing'])} mm"]
@@ -157,14 +155,15 @@ class SampleWidget(QWidget):
         s = self.sampler
         meta = {"seed": v.seed, "label": v.label, "modality": v.modality,
                 "checkpoint": self.state.sampler_path, "model": s.checkpoint.describe()}
-        show_volume(self.viewer, f"{SYSTEM_NAMES.get(s.checkpoint.model, '')} seed {v.seed}", v.data, v.spacing,
+        show_volume(self.viewer, f"{display_name(s.checkpoint.model)} seed {v.seed}", v.data, v.spacing,
                     v.modality, meta)
         self.status.setText(f"Generated seed {v.seed}.")
 
     def _sampled(self, result) -> None:
         peak, seconds = result
         self.state.last_run = RunMetrics("sampling", str(self.sampler.device), peak, seconds=seconds,
-                                         detail=f"{self.count.value()} volume(s) of {self.sampler.checkpoint.describe()}")
+                                         detail=f"{self.count.value()} volume(s) of "
+                                                f"{self.sampler.checkpoint.describe()}")
 
     def interpolate(self) -> None:
         label, chunk = self._args()

@@ -22,14 +22,18 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLab
                             QVBoxLayout, QWidget)
 from superqt import QCollapsible
 
-from .. import PRESETS, TrainOptions, TrainReport, available_devices, prepare_dataset, train
 from ..data import DEMO_DATASETS
-from ..training import CHECKPOINT_NAME
+from ..model import PRESETS, SYSTEMS
+from ..runtime import available_devices
+from ..training import TrainOptions, TrainReport, prepare_dataset, train
+from ..training.options import PRECISIONS
 from ._helpers import combo, notify_error, one_sentence, path_row, rate_spin, show_volume, spin, start_worker
 from ._state import RunMetrics, state_for
 
-SYSTEM_CHOICES = [("CRF-GAN", "crfgan"), ("HA-GAN", "hagan")]
-LOSS_LABELS = {"d": "D", "g": "G", "encoder": "encoder", "crf": "CRF", "global_encoder": "global encoder"}
+SYSTEM_CHOICES = [(spec.display_name, name) for name, spec in SYSTEMS.items()]
+#: every loss any system logs -> its label in the plot and the status line
+LOSS_LABELS = {k: v for spec in SYSTEMS.values() for k, v in spec.loss_labels.items()}
+DEFAULTS = TrainOptions()
 PREVIEW_LAYER = "training preview"
 
 
@@ -128,10 +132,10 @@ class TrainWidget(QWidget):
         self.system = combo(SYSTEM_CHOICES, self.state.model)
         self.preset = combo(list(PRESETS), self.state.preset)
         self.batch = spin(self.state.batch_size, 1, 512)
-        self.iterations = spin(2000, 1, 10_000_000)
+        self.iterations = spin(DEFAULTS.iterations, 1, 10_000_000)
         self.preview_every = spin(50, 0, 1_000_000, "refresh the preview layer every K iterations (0: never)")
         self.device = combo(available_devices(), self.state.device)
-        self.out = QLineEdit(str(Path("runs/crfgan").resolve()))
+        self.out = QLineEdit(str(Path(DEFAULTS.out).resolve()))
         self.resume = QCheckBox("continue the checkpoint in the output folder")
 
         form = QFormLayout()
@@ -146,13 +150,14 @@ class TrainWidget(QWidget):
         form.addRow("Output folder", path_row(self.out, True, "Output folder"))
         form.addRow("Resume", self.resume)
 
-        self.lr_g, self.lr_d, self.lr_e = (rate_spin(f"{n} learning rate") for n in ("generator", "discriminator", "encoder"))
-        self.seed = spin(0, 0, 2**31 - 1)
-        self.checkpoint_every = spin(250, 1, 10_000_000)
+        self.lr_g, self.lr_d, self.lr_e = (rate_spin(f"{n} learning rate")
+                                           for n in ("generator", "discriminator", "encoder"))
+        self.seed = spin(DEFAULTS.seed, 0, 2**31 - 1)
+        self.checkpoint_every = spin(DEFAULTS.checkpoint_every, 1, 10_000_000)
         self.demo_count = spin(0, 0, 10_000, "number of demo volumes (0: the demo's default)")
         self.demo_count.setSpecialValueText("default")
         self.conditional = QCheckBox("class-conditional on labels.csv")
-        self.precision = combo(["fp32", "bf16", "fp16"], "fp32", "bf16 / fp16 autocast need CUDA")
+        self.precision = combo(list(PRECISIONS), DEFAULTS.precision, "bf16 / fp16 autocast need CUDA")
         advanced = QCollapsible("Advanced")
         adv = QWidget()
         adv_form = QFormLayout(adv)
@@ -261,7 +266,7 @@ class TrainWidget(QWidget):
             self._drawn_at = now
         if r.preview is not None:
             show_volume(self.viewer, PREVIEW_LAYER, r.preview, self.spacing, self.modality,
-                        {"iteration": r.iteration, "checkpoint": str(Path(self.options.out) / CHECKPOINT_NAME)})
+                        {"iteration": r.iteration, "checkpoint": r.checkpoint_path})
         self.state.last_run = RunMetrics("training", r.device, r.peak_memory_mb, r.iters_per_s,
                                          detail=f"{self.options.model} {self.options.preset}, "
                                                 f"batch {self.options.batch_size}, iteration {r.iteration}")
@@ -288,7 +293,7 @@ class TrainWidget(QWidget):
         self._set_running(False)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        ckpt = Path(self.options.out) / CHECKPOINT_NAME
+        ckpt = self.options.checkpoint_path
         if ckpt.is_file() and self.last_report is not None:
             self.state.checkpoint = str(ckpt)
         if self._failed:

@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from napari_crfgan.memory_estimate import estimate_training_memory, parameter_counts, state_memory_mb
-from napari_crfgan.model import build_system, get_config
+from napari_crfgan.experiments.memory_estimate import estimate_training_memory, state_memory_mb
+from napari_crfgan.model import build_system, get_config, parameter_counts
 
 TRAIN_ONCE = """
 import json, sys
@@ -44,7 +44,7 @@ def test_estimate_is_within_25_percent_of_the_trainer(preset, batch, npy_folder,
 
 
 def test_a_run_that_cannot_fit_is_not_started(monkeypatch):
-    import napari_crfgan.memory_estimate as me
+    import napari_crfgan.experiments.memory_estimate as me
 
     monkeypatch.setattr(me, "available_memory_mb", lambda device: 10.0)
     monkeypatch.setattr(me, "measure_in_subprocess", lambda *a, **k: pytest.fail("should not measure"))

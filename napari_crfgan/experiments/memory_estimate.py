@@ -4,7 +4,7 @@ Peak memory of a 3D GAN step is hard to predict from sizes alone: on CPU the
 convolution algorithm (and its workspace) changes with the batch size, and the
 first step pays for library start-up. So the estimate is a measurement: one
 training step (after a warm-up step) of the chosen system on a synthetic batch,
-run by `napari_crfgan.evaluation.bench._measure` in a fresh Python process, so
+run by `napari_crfgan.experiments.bench._measure` in a fresh Python process, so
 nothing already allocated here counts. It is measured the same way as the
 trainer's `PeakMemory` (CPU: peak resident set over the step; CUDA:
 `torch.cuda.max_memory_allocated`) and cached per (model, preset, batch size,
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
-from .data import cache_dir
-from .data.cache import write_json_atomic
-from .model import build_system, get_config
-from .training.devices import resolve_device
+from ..data import cache_dir
+from ..files import write_json_atomic
+from ..model import parameter_counts
+from ..runtime import resolve_device
 
 _MEMO: dict[str, "MemoryEstimate"] = {}
 CACHE_FILE = "memory-estimates.json"
@@ -52,13 +52,6 @@ class MemoryEstimate:
         if self.peak_memory_mb is None:
             return f"at least {self.state_mb:.0f} MB ({self.note})"
         return f"{self.peak_memory_mb:.0f} MB peak, about {self.iters_per_s:.2g} it/s"
-
-
-def parameter_counts(model: str, preset: str) -> dict[str, int]:
-    """Parameters per network of `model` with `preset`, built on the meta device (no memory used)."""
-    with torch.device("meta"):
-        system = build_system(model, get_config(preset))
-    return system.network_counts()
 
 
 def state_memory_mb(model: str, preset: str) -> float:
@@ -105,7 +98,7 @@ def _write_cache(key: str, value: MemoryEstimate) -> None:
 
 def measure_in_subprocess(model: str, preset: str, batch_size: int, device: str, timeout: float = 3600) -> dict:
     """One warm-up and one measured training step in a fresh Python process."""
-    cmd = [sys.executable, "-m", "napari_crfgan.memory_estimate", model, preset, str(batch_size), device]
+    cmd = [sys.executable, "-m", "napari_crfgan.experiments.memory_estimate", model, preset, str(batch_size), device]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:
         lines = (out.stderr.strip() or f"exit status {out.returncode}").splitlines()
@@ -140,7 +133,7 @@ def estimate_training_memory(model: str, preset: str, batch_size: int, device: s
 
 
 def _main(argv: list[str] | None = None) -> None:
-    from .evaluation.bench import _measure
+    from .bench import _measure
 
     p = argparse.ArgumentParser(description="measure one training step (used by estimate_training_memory)")
     p.add_argument("model")

@@ -1,6 +1,6 @@
 """Checkpoints: one file holding config, weights, optimiser states, iteration, RNG.
 
-Written atomically (temp file, fsync, rename), so a killed run never leaves a
+Written atomically (temp file, fsync, rename: `files.atomic_path`), so a killed run never leaves a
 truncated checkpoint behind. Loaded with `torch.load(weights_only=True)`: plain
 tensors and containers only, no code from the file is executed. Anything that is
 not plain data (config, training options, dataset summary) is stored as JSON text.
@@ -8,13 +8,12 @@ not plain data (config, training options, dataset summary) is stored as JSON tex
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..files import atomic_path
 from ..model import GANSystem, ModelConfig, build_system
 
 FORMAT = "napari-crfgan-checkpoint"
@@ -70,24 +69,8 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
         "data": json.dumps(ckpt.data),
         "metrics": json.dumps(ckpt.metrics),
     }
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from collaborators
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
     return path
 
 

@@ -36,11 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime import torch_threads
+
 __all__ = ["AugmentationSettings", "NoduleClassifier", "EarlyStopping", "split_indices", "write_split_folder",
-           "synthesise", "train_classifier", "binary_scores", "run_augmentation", "augmentation_markdown"]
-
-REAL_ONLY = "real only"
-
+           "synthesise", "train_classifier", "binary_scores", "run_augmentation", "run_downstream",
+           "augmentation_markdown"]
 
 @dataclass
 class AugmentationSettings:
@@ -284,9 +284,11 @@ def run_augmentation(real_dataset, generators: Mapping[str, object | None], seed
         ``split`` (indices and counts), ``positive``, ``seeds``, ``settings``, ``seconds``.
     """
     settings = settings or AugmentationSettings()
-    say = progress or (lambda msg: None)
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
+    with torch_threads(settings.threads, flush_denormal=False):
+        return _run_arms(real_dataset, generators, seeds, settings, positive, split, progress or (lambda msg: None))
+
+
+def _run_arms(real_dataset, generators, seeds, settings: AugmentationSettings, positive, split, say) -> dict:
     if real_dataset.labels is None or len(real_dataset.class_names) != 2:
         raise ValueError("the augmentation task needs a dataset with exactly two classes in labels.csv")
     names = list(real_dataset.class_names)
@@ -388,3 +390,38 @@ def augmentation_markdown(result: dict, paper_f1: Mapping[str, str] | None = Non
                   f"loss (patience {s['patience']}, at most {s['max_epochs']} epochs), best weights kept; "
                   f"positive class: {result['positive']}; std over seeds (ddof=1)."]
     return "\n".join(lines) + "\n"
+
+
+def run_downstream(data: str, checkpoints: Sequence[str] = (), size: int = 64, demo_count: int | None = None,
+                   seeds: Sequence[int] = tuple(range(10)), settings: AugmentationSettings | None = None,
+                   positive: str | int = "nodule", device: str = "auto",
+                   progress: Callable[[str], None] | None = None) -> dict:
+    """`crfgan downstream`: the augmentation task on `data` with generators from checkpoint paths.
+
+    A checkpoint is `NAME=PATH` or a path (named after its run folder). Generators
+    trained on more volumes than the training split may have seen validation or test
+    volumes: that is said through `progress`.
+    """
+    from ..data import VolumeDataset
+    from ..sampling import Sampler
+
+    say = progress or (lambda msg: None)
+    settings = settings or AugmentationSettings()
+    generators: dict = {"real only": None}
+    for spec in checkpoints:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = Path(spec).parent.name or spec, spec
+        generators[f"+ {name}"] = Sampler(path, device=device)
+    sizes = {g.cfg.size for g in generators.values() if g is not None}
+    if len(sizes) > 1:
+        raise ValueError(f"the checkpoints make volumes of different sizes: {sorted(sizes)}")
+    data_set = VolumeDataset(data, size=sizes.pop() if sizes else size, conditional=True, demo_count=demo_count)
+    split = split_indices(data_set.labels, settings.split, settings.split_seed)
+    for name, g in generators.items():
+        if g is not None and g.checkpoint.data.get("count", 0) > len(split["train"]):
+            say(f"warning: {name[2:]} was trained on {g.checkpoint.data['count']} volumes, more than the "
+                f"{len(split['train'])} of the training split: it may have seen validation or test volumes "
+                "(crfgan paper-tables trains on the split)")
+    return run_augmentation(data_set, generators, seeds=seeds, settings=settings, positive=positive, split=split,
+                            progress=say)

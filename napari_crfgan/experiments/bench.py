@@ -4,7 +4,7 @@ Each system is measured in a fresh worker process (so one system's allocations
 never count against the other's) on the same synthetic batch and seed. Peak memory
 is `torch.cuda.max_memory_allocated` on CUDA; on CPU it is the worker's peak
 resident set minus its resident set just before the model is built (see
-training.devices.PeakMemory). Runs alternate between the systems `repeats` times
+runtime.memory.PeakMemory). Runs alternate between the systems `repeats` times
 and keep each system's best speed, so a noisy neighbour hurts both alike.
 """
 from __future__ import annotations
@@ -15,15 +15,17 @@ import time
 import torch
 
 from ..model import SYSTEMS, build_system, get_config
-from ..training.devices import PeakMemory, resolve_device
+from ..model.decoding import decode_embedding
+from ..runtime import PeakMemory, resolve_device, torch_threads
 
 
 def _measure(model: str, preset: str, batch_size: int, iterations: int, device: str, seed: int,
              threads: int | None) -> dict:
-    if threads:
-        torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)  # as the trainer does on CPU
-    dev = resolve_device(device)
+    with torch_threads(threads):  # flush-to-zero as the trainer has it on CPU
+        return _measure_steps(model, preset, batch_size, iterations, resolve_device(device), seed)
+
+
+def _measure_steps(model: str, preset: str, batch_size: int, iterations: int, dev: torch.device, seed: int) -> dict:
     torch.manual_seed(seed)
     cfg = get_config(preset)
     real = (torch.rand(batch_size, 1, cfg.size, cfg.size, cfg.size) * 2 - 1).to(dev)
@@ -87,10 +89,11 @@ def device_name(dev: str, threads: int | None = None) -> str:
 
 def _measure_decode(preset: str, chunk: int | None, seed: int, threads: int | None) -> dict:
     """Peak memory of G^H decoding one embedding (random weights), in a fresh worker."""
-    from ..sampling import decode_embedding
+    with torch_threads(threads, flush_denormal=False):
+        return _measure_decode_once(preset, chunk, seed)
 
-    if threads:
-        torch.set_num_threads(threads)
+
+def _measure_decode_once(preset: str, chunk: int | None, seed: int) -> dict:
     torch.manual_seed(seed)
     system = build_system("crfgan", get_config(preset)).eval()
     with torch.no_grad():
@@ -109,7 +112,8 @@ def bench_sampling(preset: str = "paper-256", chunk: int = 32, seed: int = 0, th
     one = _in_worker(_measure_decode, (preset, None, seed, threads))
     chunked = _in_worker(_measure_decode, (preset, chunk, seed, threads))
     diff = float(abs(one.pop("volume") - chunked.pop("volume")).max())
-    return {"device": device_name("cpu", threads), "preset": preset, "chunk": chunk, "one_pass": one, "chunked": chunked,
+    return {"device": device_name("cpu", threads), "preset": preset, "chunk": chunk, "one_pass": one,
+            "chunked": chunked,
             "max_abs_diff": diff,
             "peak_memory_ratio": round(chunked["peak_memory_mb"] / one["peak_memory_mb"], 4)}
 

@@ -1,0 +1,71 @@
+"""The system registry: one entry per GAN system, read by everything that lists systems.
+
+An entry says what a user sees (display name, what each logged loss means) and what
+the code needs (the class, which networks form the generator). The CLI's choices,
+the widgets' system lists, parameter tables and paper tables all read it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .crfgan import CRFGAN
+from .hagan import HAGAN
+from .presets import ModelConfig, get_config
+from .system import GANSystem
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    name: str  # the key used in checkpoints, flags and file names
+    display_name: str
+    cls: type[GANSystem]
+    generator_parts: tuple[str, ...]  # network attributes that together make the generator
+    loss_labels: dict[str, str]  # train_step's loss keys -> labels for plots and status lines
+    summary: str = ""
+
+
+SYSTEMS: dict[str, SystemSpec] = {
+    "crfgan": SystemSpec(
+        "crfgan", "CRF-GAN", CRFGAN, ("trunk", "head"),
+        {"d": "D", "g": "G", "encoder": "encoder", "crf": "CRF"},
+        "trunk G^A + sub-volume head G^H, D^H, half-encoder E^H, mean-field patch CRF"),
+    "hagan": SystemSpec(
+        "hagan", "HA-GAN", HAGAN, ("trunk", "low_head", "head"),
+        {"d": "D", "g": "G", "encoder": "encoder", "global_encoder": "global encoder"},
+        "the baseline: G^A + G^L + G^H, D^H + D^L, E^H, global encoder E^G"),
+}
+
+
+def system_spec(model: str) -> SystemSpec:
+    try:
+        return SYSTEMS[model]
+    except KeyError:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(SYSTEMS)}") from None
+
+
+def display_name(model: str) -> str:
+    """'CRF-GAN' for 'crfgan'; an unknown name is shown as it is."""
+    spec = SYSTEMS.get(model)
+    return spec.display_name if spec else model
+
+
+def build_system(model: str, cfg: ModelConfig) -> GANSystem:
+    """A freshly initialised system `model` for `cfg`."""
+    return system_spec(model).cls(cfg)
+
+
+def parameter_counts(model: str, cfg: ModelConfig | str) -> dict[str, int]:
+    """Learnable parameters per network, built on the meta device (no memory, no time)."""
+    cfg = get_config(cfg) if isinstance(cfg, str) else cfg
+    with torch.device("meta"):
+        return build_system(model, cfg).network_counts()
+
+
+def parameter_summary(model: str, cfg: ModelConfig | str) -> dict:
+    """Counts with the generator's parts summed: {"networks", "generator_parts", "total"}."""
+    counts = parameter_counts(model, cfg)
+    parts = system_spec(model).generator_parts
+    networks = {"generator": sum(counts[k] for k in parts), **{k: v for k, v in counts.items() if k not in parts}}
+    return {"networks": networks, "generator_parts": {k: counts[k] for k in parts}, "total": sum(counts.values())}

@@ -1,0 +1,94 @@
+"""What a training run is asked to do (TrainOptions) and what it reports (TrainReport).
+
+TrainOptions is the one source of the training flags: `crfgan train` builds its
+argparse flags from these fields (type, default, help, choices from each field's
+metadata), and the Train widget its defaults. A field's help is its CLI help text.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..model import PRESETS, SYSTEMS, get_config
+from ..runtime import CHECKPOINT_NAME
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+#: no: refuse an existing checkpoint; yes: continue it (it must exist); auto: continue one if
+#: there is one (a finished run is reused as it is), start a new run otherwise
+RESUME_MODES = ("no", "yes", "auto")
+
+
+def option(default, help: str, choices=None, **kw):
+    """A dataclass field with its CLI help and choices (a tuple, or a callable giving one)."""
+    return field(default=default, metadata={"help": help, "choices": choices, **kw})
+
+
+@dataclass
+class TrainOptions:
+    data: str = option("", "dataset folder (.nii, .nii.gz, .npy) or demo-brain|demo-chest", required=True)
+    out: str | Path = option("runs/crfgan", "run folder (its checkpoint.pt is written there)")
+    model: str = option("crfgan", "GAN system", choices=lambda: tuple(SYSTEMS))
+    preset: str = option("small-64", "model configuration", choices=lambda: tuple(PRESETS))
+    iterations: int = option(2000, "train until this iteration")
+    batch_size: int = option(4, "volumes per iteration")
+    resume: str = option("no", "continue the checkpoint in --out (--resume alone: yes; auto: continue one "
+                               "if there is one, reuse a finished run)", choices=RESUME_MODES, const="yes")
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
+    seed: int = option(0, "seed of the initial weights and of every random draw")
+    checkpoint_every: int = option(250, "write the checkpoint every K iterations (and on stop and at the end)")
+    modality: str | None = option(None, "preprocessing (default: detect)", choices=("ct", "mri"))
+    conditional: bool = option(False, "class-conditional on the folder's labels.csv")
+    precision: str = option("fp32", "fp32, or bf16 / fp16 autocast (CUDA)", choices=PRECISIONS)
+    lr_g: float | None = option(None, "generator learning rate (default: the preset's)")
+    lr_d: float | None = option(None, "discriminator learning rate (default: the preset's)")
+    lr_e: float | None = option(None, "encoder learning rate (default: the preset's)")
+    preview_every: int = option(0, "a preview volume in the report every K iterations (0: never)", cli=False)
+    demo_count: int | None = option(None, "number of demo volumes to generate (default: the demo's)")
+    threads: int | None = option(None, "torch CPU threads (default: torch's; 1 is much faster when other jobs "
+                                       "share the cores)")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.resume, bool):  # True / False read as yes / no
+            self.resume = "yes" if self.resume else "no"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """Where this run's checkpoint lives."""
+        return Path(self.out) / CHECKPOINT_NAME
+
+    def validate(self) -> None:
+        if not self.data:
+            raise ValueError("choose a data folder or a demo set (data)")
+        if self.model not in SYSTEMS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(SYSTEMS)}")
+        get_config(self.preset)
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("threads must be at least 1")
+        for name in ("iterations", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be at least 1")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be fp32, bf16 or fp16, not {self.precision!r}")
+        if self.resume not in RESUME_MODES:
+            raise ValueError(f"resume must be one of {', '.join(RESUME_MODES)}, not {self.resume!r}")
+
+    def record(self) -> dict:
+        """The options as plain JSON values (stored in the checkpoint)."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    iteration: int  # iterations finished
+    iterations: int  # the run's target
+    losses: dict[str, float]
+    iters_per_s: float
+    peak_memory_mb: float
+    eta_s: float
+    device: str
+    checkpoint_path: str  # the run's checkpoint
+    saved: bool = False  # the checkpoint was written after this step
+    preview: np.ndarray | None = field(default=None, repr=False)  # [S, S, S] in modality units
