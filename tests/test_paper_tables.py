@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from napari_crfgan.cli import main
-from napari_crfgan.evaluation.paper_tables import BUDGETS, PaperTablesError, run_paper_tables
+from napari_crfgan.experiments.paper_tables import BUDGETS, PaperTablesError, run_paper_tables
 from napari_crfgan.model import build_system, get_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -92,33 +92,33 @@ def test_side_by_side_training_matches_in_process_training(tmp_path):
     """The small budget trains both systems in two worker processes; the checkpoints are the same."""
     import dataclasses
 
-    from napari_crfgan.evaluation.paper_tables import _options, _train_both
-    from napari_crfgan.training import load_checkpoint
+    from napari_crfgan.experiments.paper_tables.runs import train_both, train_options
+    from napari_crfgan.runtime import load_checkpoint
 
     budget = dataclasses.replace(BUDGETS["tiny"], parallel_training=True, brain_iterations=2)
-    opts = {m: _options(budget, "demo-brain", tmp_path / "par" / m, m, 2, "cpu", demo_count=8)
+    opts = {m: train_options(budget, "demo-brain", tmp_path / "par" / m, m, 2, "cpu", demo_count=8)
             for m in ("crfgan", "hagan")}
-    runs = _train_both(budget, opts, None, lambda msg: None)
+    runs = train_both(budget, opts, None, lambda msg: None)
     assert set(runs) == {"crfgan", "hagan"}
-    for m, run in runs.items():
+    for run in runs.values():
         assert not run["reused"] and run["iterations"] == 2 and run["history"]["iteration"][-1] == 2
     seq = {m: dataclasses.replace(o, out=tmp_path / "seq" / m) for m, o in opts.items()}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _train_both(dataclasses.replace(budget, parallel_training=False), {"crfgan": seq["crfgan"]}, None,
-                    lambda msg: None)
+        train_both(dataclasses.replace(budget, parallel_training=False), {"crfgan": seq["crfgan"]}, None,
+                   lambda msg: None)
     finally:
         torch.set_num_threads(threads)
     a = load_checkpoint(tmp_path / "par" / "crfgan").state
     b = load_checkpoint(tmp_path / "seq" / "crfgan").state
     assert all(torch.equal(a[k], b[k]) for k in a)
-    again = _train_both(budget, opts, None, lambda msg: None)  # finished runs are reused, not retrained
+    again = train_both(budget, opts, None, lambda msg: None)  # finished runs are reused, not retrained
     assert all(r["reused"] for r in again.values())
 
 
 def test_markdown_renders_again_from_the_raw_json(tiny_run, tmp_path):
-    from napari_crfgan.evaluation.paper_tables import render_markdown
+    from napari_crfgan.experiments.paper_tables import render_markdown
 
     root, md = tiny_run
     path = render_markdown(root / "work" / "tiny" / "results.json", tmp_path)
