@@ -161,29 +161,46 @@ def cmd_sample(args) -> list[Path]:
 
 
 def cmd_params(args) -> None:
-    from .model import parameter_summary
+    from .model import get_config, parameter_summary
+    from .model.flops import network_macs, step_macs
 
-    result = {"model": args.model, "preset": args.preset, **parameter_summary(args.model, args.preset)}
+    cfg = get_config(args.preset, **({"step": args.step} if args.step else {}))
+    result = {"model": args.model, "preset": args.preset, **parameter_summary(args.model, cfg),
+              "macs": {"networks": network_macs(args.model, cfg),
+                       "step": {"batch": args.batch_size, "total": step_macs(args.model, cfg, args.batch_size),
+                                "step": cfg.step, "trunk_upsampling": cfg.trunk_upsampling}}}
     if args.json:
         print(json.dumps(result))
         return
     for k, v in result["networks"].items():
-        print(f"{k:16s} {v:>12,}")
-    print(f"{'total':16s} {result['total']:>12,}")
+        print(f"{k:16s} {v:>14,} parameters")
+    print(f"{'total':16s} {result['total']:>14,} parameters")
+    for k, v in result["macs"]["networks"].items():
+        print(f"{k:16s} {v / 1e9:>14.3f} GMAC forward (batch 1; head: one training slab)")
+    step = result["macs"]["step"]
+    print(f"{'training step':16s} {step['total'] / 1e9:>14.3f} GMAC ({step['step']} step, batch {step['batch']}, "
+          "forward and backward)")
 
 
 def cmd_bench(args) -> None:
     from .experiments.bench import bench
 
     result = bench(args.preset, batch_size=args.batch_size, iterations=args.iterations, device=args.device,
-                   repeats=args.repeats, threads=args.threads)
+                   repeats=args.repeats, threads=args.threads, step=args.step)
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{args.preset}, batch {args.batch_size}, {result['device']}")
+    print(f"{args.preset} ({result['step']} step), batch {args.batch_size}, {result['device']}: medians of "
+          f"{args.repeats} alternating runs of {args.iterations} timed iterations [smallest, largest run]")
     for model, r in result["results"].items():
-        print(f"{model:7s} params {r['params']:>12,}  peak {r['peak_memory_mb']:>9.1f} MB  {r['iters_per_s']:.3f} it/s")
-    print("CRF-GAN / HA-GAN: " + ", ".join(f"{k} {v}" for k, v in result["ratios"].items()))
+        lo, hi = r["iters_per_s_range"]
+        print(f"{model:13s} params {r['params']:>11,}  peak {r['peak_memory_mb']:>8.1f} MB (static "
+              f"{r['static_mb']:.1f}, activations {r['activation_mb']})  {r['iters_per_s']:.3f} it/s "
+              f"[{lo:.3f}, {hi:.3f}]")
+    for name, q in result["ratios"].items():
+        sp, pk = q["speed"], q["peak_memory"] or {}
+        print(f"{name}: params {q['params']}, peak memory {pk.get('median')} [{pk.get('min')}, {pk.get('max')}], "
+              f"speed {sp['median']} [{sp['min']}, {sp['max']}]")
 
 
 def cmd_bench_sample(args) -> None:
@@ -248,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .experiments.demo import DemoOptions
     from .experiments.sources import INJECTIONS
     from .model import PRESETS, SYSTEMS
+    from .model.presets import STEPS
     from .training import TrainOptions
 
     p = argparse.ArgumentParser(prog="crfgan", description=__doc__.splitlines()[0])
@@ -271,15 +289,19 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("params", help="parameter counts per network")
     q.add_argument("--model", choices=SYSTEMS, default="crfgan")
     q.add_argument("--preset", choices=list(PRESETS), default="paper-256")
+    q.add_argument("--step", choices=STEPS, help="training step whose MACs to count (default: the preset's)")
+    q.add_argument("--batch-size", type=int, default=1, help="batch of the counted training step")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_params)
 
     b = sub.add_parser("bench", help="peak memory and speed of every system in one run")
     b.add_argument("--preset", choices=list(PRESETS), default="paper-64")
     b.add_argument("--batch-size", type=int, default=2)
-    b.add_argument("--iterations", type=int, default=5)
-    b.add_argument("--repeats", type=int, default=2, help="alternating runs per system (best speed kept)")
+    b.add_argument("--iterations", type=positive_int, default=20, help="timed iterations per run, after a warm-up")
+    b.add_argument("--repeats", type=positive_int, default=3,
+                   help="alternating runs per system (medians reported, with the range)")
     b.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    b.add_argument("--step", choices=STEPS, help="training step (default: the preset's, reference)")
     b.add_argument("--device", default="auto")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)

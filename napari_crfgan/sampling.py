@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import from_modality_units, to_modality_units, write_nifti
+from .model import display_name
 from .runtime import Checkpoint, load_checkpoint, resolve_device
 
 
@@ -34,14 +35,18 @@ class GeneratedVolume:
 class ConsistencyMap:
     """The trained CRF's view of a volume, one value per embedding patch.
 
-    marginals: sigmoid of the CRF's per-patch logits after mean-field: the
-      probability the CRF gives each patch of belonging to a real, consistent volume.
+    verdicts: sigmoid of the CRF's per-patch logits after mean field. The unary is
+      D^H's real/fake logit of the slabs a patch spans; the pairwise terms re-weight it
+      by the patch's similarity to the others under the learned W. So a value is D^H's
+      verdict on that part of the volume, smoothed by the CRF: near 1 the CRF, like
+      D^H, takes it for real, near 0 for generated, 0.5 where D^H is undecided (the
+      update is odd in the unary). It is not a calibrated probability of consistency.
     agreement: mean pairwise potential cos(f_i, f_j) * W_sym[i, j] between each patch and
       its face neighbours: how strongly the learned weights tie it to its neighbours.
     scale / translate: napari layer geometry (mm) placing each patch over the voxels it covers.
     """
 
-    marginals: np.ndarray  # [gD, gH, gW]
+    verdicts: np.ndarray  # [gD, gH, gW]
     agreement: np.ndarray  # [gD, gH, gW]
     scale: tuple[float, float, float]
     translate: tuple[float, float, float]
@@ -62,7 +67,7 @@ class Sampler:
 
     @property
     def has_crf(self) -> bool:
-        return hasattr(self.system, "crf")
+        return getattr(self.system, "crf", None) is not None
 
     def info(self) -> dict:
         c = self.checkpoint
@@ -148,13 +153,14 @@ class Sampler:
 
     @torch.no_grad()
     def consistency(self, volume: np.ndarray, model_units: bool = False) -> ConsistencyMap:
-        """The CRF's per-patch marginals and neighbour agreement for a (D, H, W) volume.
+        """The CRF's per-patch verdicts and neighbour agreement for a (D, H, W) volume.
 
         The volume (generated or loaded, already at the model's size) is embedded by
         the half-encoder E^H; each patch's unary is the D^H logit of the slabs it spans.
         """
         if not self.has_crf:
-            raise ValueError(f"a {self.checkpoint.model} model has no CRF; consistency maps need a CRF-GAN checkpoint")
+            raise ValueError(f"a {display_name(self.checkpoint.model)} model has no CRF; consistency maps need a "
+                             "CRF-GAN checkpoint")
         cfg, system = self.cfg, self.system
         if volume.shape != (cfg.size,) * 3:
             raise ValueError(f"volume shape {volume.shape} is not the model's {(cfg.size,) * 3}")
@@ -166,7 +172,7 @@ class Sampler:
         gd, gh, gw = cfg.crf_grid
         per_node_slabs = slab_logits.view(gd, -1).mean(dim=1)  # patches along D span whole slabs
         unary = per_node_slabs.repeat_interleave(gh * gw)[None]
-        _, logits = system.crf(emb, unary)
+        logits = system.crf(emb, unary).node_logits
         pairwise = system.crf.pairwise(emb)[0]
         agreement = torch.zeros(cfg.crf_nodes, device=self.device)
         degree = torch.zeros(cfg.crf_nodes, device=self.device)
@@ -179,7 +185,7 @@ class Sampler:
         patch = np.array([cfg.size // g for g in cfg.crf_grid], dtype=float)
         spacing = np.array(self.spacing, dtype=float)
         return ConsistencyMap(
-            marginals=torch.sigmoid(logits[0]).view(gd, gh, gw).cpu().numpy(),
+            verdicts=torch.sigmoid(logits[0]).view(gd, gh, gw).cpu().numpy(),
             agreement=agreement.view(gd, gh, gw).cpu().numpy(),
             scale=tuple(patch * spacing),
             translate=tuple((patch - 1) / 2 * spacing),

@@ -28,6 +28,11 @@ def test_params_json(model, preset, total):
     assert result["model"] == model and result["preset"] == preset and result["total"] == total
     assert result["networks"]["generator"] == (52_448_513 if model == "crfgan" else 52_518_210)
     assert sum(result["networks"].values()) == total
+    macs = result["macs"]
+    assert set(macs["networks"]) >= {"trunk", "head", "d_high", "encoder", "head_full_volume"}
+    assert macs["step"]["step"] == "reference" and macs["step"]["trunk_upsampling"] == "early"
+    # one iteration runs the trunk forward three times and backward once (each backward ~2 forwards)
+    assert macs["step"]["total"] > 5 * macs["networks"]["trunk"]
 
 
 def test_kill_resume_sample(tmp_path):

@@ -92,8 +92,8 @@ def test_crf_nodes_are_spatial_patches():
 def test_crf_with_zero_weights_returns_unary():
     crf = PatchCRF(get_config("tiny-32"))
     unary = torch.tensor([[0.3], [-1.2]])
-    logit, nodes = crf(torch.randn(2, 8, 8, 8, 8), unary)
-    assert torch.allclose(logit, unary) and nodes.shape == (2, 8)
+    out = crf(torch.randn(2, 8, 8, 8, 8), unary)
+    assert torch.allclose(out.logit, unary) and out.node_logits.shape == (2, 8) and out.class_logits is None
 
 
 def test_crf_gradient_reaches_trunk():
@@ -103,25 +103,28 @@ def test_crf_gradient_reaches_trunk():
         system.crf.weight.normal_()
     z, _ = system.draw_latent(2)
     # unary 0 is a fixed point of mean-field (2 sigmoid(0) - 1 = 0), so use D-like logits
-    logit, _ = system.crf(system.trunk(z), torch.tensor([[0.7], [-0.4]]))
+    logit = system.crf(system.trunk(z), torch.tensor([[0.7], [-0.4]])).logit
     logit.sum().backward()
     grad = system.trunk.fc.weight.grad
     assert grad is not None and grad.abs().sum() > 0
     assert system.crf.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("model", ["crfgan", "hagan"])
+@pytest.mark.parametrize("step", ["reference", "fast"])
+@pytest.mark.parametrize("model", ["crfgan", "hagan", "crfgan-nocrf"])
 @pytest.mark.parametrize("classes", [0, 2])
-def test_train_step_batch_one(model, classes):
+def test_train_step_batch_one(model, classes, step):
     torch.manual_seed(0)
-    cfg = get_config("tiny-32", num_classes=classes)
+    cfg = get_config("tiny-32", num_classes=classes, step=step)
     system = build_system(model, cfg)
     opts = system.make_optimizers()
     before = {k: v.clone() for k, v in system.state_dict().items()}
     real = torch.rand(1, 1, 32, 32, 32) * 2 - 1
     labels = torch.tensor([1]) if classes else None
     losses = system.train_step(real, labels, 0, opts)
-    expected = {"d", "g", "encoder"} | ({"crf", "crf_weight"} if model == "crfgan" else {"global_encoder"})
+    expected = {"d", "g", "encoder"} | {"crfgan": {"crf", "crf_weight", "crf_w_mean", "crf_w_max", "crf_minus_d",
+                                                   "crf_residual", "crf_grad_share"},
+                                        "hagan": {"global_encoder"}, "crfgan-nocrf": set()}[model]
     assert set(losses) == expected
     assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
     after = system.state_dict()

@@ -81,11 +81,11 @@ def test_consistency_map_from_trained_crf(checkpoints):
     sampler = Sampler(checkpoints["crfgan"], device="cpu")
     vol = sampler.sample(1, seed=0)[0]
     cmap = sampler.consistency(vol.data)
-    assert cmap.marginals.shape == cmap.agreement.shape == sampler.cfg.crf_grid
-    assert ((cmap.marginals > 0) & (cmap.marginals < 1)).all()
+    assert cmap.verdicts.shape == cmap.agreement.shape == sampler.cfg.crf_grid
+    assert ((cmap.verdicts > 0) & (cmap.verdicts < 1)).all()
     # patches tile exactly the volume's extent
     extent = np.array(sampler.spacing) * 32
     np.testing.assert_allclose(np.array(cmap.scale) * np.array(sampler.cfg.crf_grid), extent)
-    assert sampler.consistency(vol.model_units, model_units=True).marginals == pytest.approx(cmap.marginals, abs=1e-4)
+    assert sampler.consistency(vol.model_units, model_units=True).verdicts == pytest.approx(cmap.verdicts, abs=1e-4)
     with pytest.raises(ValueError, match="has no CRF"):
         Sampler(checkpoints["hagan"], device="cpu").consistency(vol.data)

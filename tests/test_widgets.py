@@ -60,7 +60,9 @@ def test_training_runs_in_a_worker_with_progress_plot_preview_and_checkpoint(mak
     idle(qtbot, w)
     # progress, loss curves, preview layer, checkpoint
     assert w.progress_done == 3
-    assert set(w.plot.lines) == {"d", "g", "encoder", "crf"}
+    assert set(w.plot.lines) == {"d", "g", "encoder", "crf", "crf_w_mean", "crf_w_max", "crf_minus_d",
+                                 "crf_grad_share"}
+    assert w.plot.diagnostics.get_visible() and w.plot.lines["crf_grad_share"].axes is w.plot.diagnostics
     for line in w.plot.lines.values():
         assert list(line.get_xdata()) == [1, 2, 3] and np.isfinite(line.get_ydata()).all()
     preview = viewer.layers["training preview"]
@@ -187,7 +189,7 @@ def test_consistency_overlay_is_aligned_with_the_volume(make_napari_viewer, qtbo
 
     np.testing.assert_allclose(box(overlay), box(volume))
     expected = Sampler(checkpoints["crfgan"], device="cpu").consistency(volume.data)
-    np.testing.assert_allclose(overlay.data, expected.marginals, atol=1e-5)
+    np.testing.assert_allclose(overlay.data, expected.verdicts, atol=1e-5)
     assert "probability" in crf.legend.text()
     choose(crf.kind, "agreement")
     np.testing.assert_allclose(crf.overlay.data, expected.agreement, atol=1e-5)

@@ -1,15 +1,25 @@
-"""`crfgan bench`: parameters, peak training memory and iterations/s of both systems.
+"""`crfgan bench`: parameters, peak training memory and iterations/s of every system, in one run.
 
-Each system is measured in a fresh worker process (so one system's allocations
-never count against the other's) on the same synthetic batch and seed. Peak memory
-is `torch.cuda.max_memory_allocated` on CUDA; on CPU it is the worker's peak
-resident set minus its resident set just before the model is built (see
-runtime.memory.PeakMemory). Runs alternate between the systems `repeats` times
-and keep each system's best speed, so a noisy neighbour hurts both alike.
+Method (what the paper's Tables 3 and 4 measure, made robust to a shared machine):
+- Each system is measured in a fresh worker process (one system's allocations never
+  count against another's), on the same synthetic batch and seed, with the
+  presets' training step. Runs alternate between the systems `repeats` times, so a
+  noisy neighbour hurts all alike.
+- Speed: one warm-up iteration, then `iterations` timed ones, each timed alone
+  (`torch.cuda.synchronize()` around it on CUDA). A run's speed is 1 / the median
+  iteration time; a system's figure is the median over its runs, with the smallest
+  and largest run beside it (never the best alone). A ratio between two systems is
+  taken per repeat (runs of one repeat ran back to back) and reported the same way.
+- Memory: CUDA peak is `torch.cuda.max_memory_allocated` (with `cudnn.benchmark`, as the
+  reference code sets it); CPU peak is the worker's peak resident set minus its resident
+  set before the model is built (runtime.memory.PeakMemory). Static memory is counted
+  exactly: parameters, their gradients, the optimisers' state and buffers; activations
+  are the peak minus static (on CPU this also holds allocator and library overheads).
 """
 from __future__ import annotations
 
 import multiprocessing as mp
+import statistics
 import time
 
 import torch
@@ -18,30 +28,52 @@ from ..model import SYSTEMS, build_system, get_config
 from ..model.decoding import decode_embedding
 from ..runtime import PeakMemory, resolve_device, torch_threads
 
+#: (numerator, denominator) systems of the reported ratios
+RATIOS = (("crfgan", "hagan"), ("crfgan-nocrf", "hagan"), ("crfgan", "crfgan-nocrf"))
+
+
+def _config(preset: str, step: str | None):
+    return get_config(preset, **({"step": step} if step else {}))
+
 
 def _measure(model: str, preset: str, batch_size: int, iterations: int, device: str, seed: int,
-             threads: int | None) -> dict:
+             threads: int | None, step: str | None = None) -> dict:
     with torch_threads(threads):  # flush-to-zero as the trainer has it on CPU
-        return _measure_steps(model, preset, batch_size, iterations, resolve_device(device), seed)
+        return _measure_steps(model, _config(preset, step), batch_size, iterations, resolve_device(device), seed)
 
 
-def _measure_steps(model: str, preset: str, batch_size: int, iterations: int, dev: torch.device, seed: int) -> dict:
+def _static_bytes(system, optimizers) -> int:
+    """Parameters, gradients, optimiser state and buffers as they sit in memory now."""
+    tensors = [*system.parameters(), *system.buffers()]
+    tensors += [p.grad for p in system.parameters() if p.grad is not None]
+    tensors += [v for opt in optimizers.values() for state in opt.state.values()
+                for v in state.values() if isinstance(v, torch.Tensor)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _measure_steps(model: str, cfg, batch_size: int, iterations: int, dev: torch.device, seed: int) -> dict:
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the reference train.py files set it
     torch.manual_seed(seed)
-    cfg = get_config(preset)
     real = (torch.rand(batch_size, 1, cfg.size, cfg.size, cfg.size) * 2 - 1).to(dev)
     memory = PeakMemory(dev)
     system = build_system(model, cfg).to(dev)
     optimizers = system.make_optimizers()
     system.train_step(real, None, 0, optimizers)  # warm-up: allocator, optimiser state
-    _sync(dev)
-    t0 = time.perf_counter()
+    seconds = []
     for it in range(1, iterations + 1):
+        _sync(dev)
+        t0 = time.perf_counter()
         system.train_step(real, None, it, optimizers)
-    _sync(dev)
-    elapsed = time.perf_counter() - t0
+        _sync(dev)
+        seconds.append(time.perf_counter() - t0)
+    peak = memory.peak_mb()
+    static = _static_bytes(system, optimizers) / 2**20
     return {"params": sum(system.network_counts().values()),
-            "peak_memory_mb": round(memory.peak_mb(), 1),
-            "iters_per_s": round(iterations / elapsed, 4)}
+            "peak_memory_mb": round(peak, 1), "static_mb": round(static, 1),
+            "activation_mb": round(peak - static, 1) if peak >= 0 else None,
+            "iters_per_s": round(1 / statistics.median(seconds), 4),
+            "iteration_seconds": [round(t, 4) for t in seconds]}
 
 
 def _sync(dev: torch.device) -> None:
@@ -49,33 +81,62 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def bench(preset: str, batch_size: int = 2, iterations: int = 5, device: str = "auto", seed: int = 0,
-          repeats: int = 2, threads: int | None = None) -> dict:
-    """Measure CRF-GAN and HA-GAN in one run; ratios are CRF-GAN / HA-GAN."""
+def _spread(values: list[float], digits: int = 4) -> dict:
+    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
+            "max": round(max(values), digits)}
+
+
+def _summary(runs: list[dict]) -> dict:
+    """A system's figures over its runs: medians, with the run-to-run range."""
+    speeds = [r["iters_per_s"] for r in runs]
+    peaks = [r["peak_memory_mb"] for r in runs]
+    last = runs[-1]
+    return {"params": last["params"], "iters_per_s": round(statistics.median(speeds), 4),
+            "iters_per_s_range": [min(speeds), max(speeds)],
+            "peak_memory_mb": round(statistics.median(peaks), 1), "peak_memory_range": [min(peaks), max(peaks)],
+            "static_mb": last["static_mb"],
+            "activation_mb": None if last["activation_mb"] is None else
+            round(statistics.median(peaks) - last["static_mb"], 1),
+            "runs": runs}
+
+
+def _ratios(runs: dict[str, list[dict]]) -> dict:
+    out = {}
+    for num, den in RATIOS:
+        if num not in runs or den not in runs:
+            continue
+        pairs = list(zip(runs[num], runs[den]))
+        peaks = [a["peak_memory_mb"] / b["peak_memory_mb"] for a, b in pairs if b["peak_memory_mb"] > 0]
+        out[f"{num} / {den}"] = {
+            "params": round(pairs[0][0]["params"] / pairs[0][1]["params"], 4),
+            "speed": _spread([a["iters_per_s"] / b["iters_per_s"] for a, b in pairs]),
+            "peak_memory": _spread(peaks) if peaks else None,
+            "static_memory": round(pairs[0][0]["static_mb"] / pairs[0][1]["static_mb"], 4),
+        }
+    return out
+
+
+def bench(preset: str, batch_size: int = 2, iterations: int = 20, device: str = "auto", seed: int = 0,
+          repeats: int = 3, threads: int | None = None, systems: tuple[str, ...] = tuple(SYSTEMS),
+          step: str | None = None) -> dict:
+    """Measure `systems` in one run (alternating, `repeats` times); ratios per repeat, median and range.
+
+    step: the training step ("reference" or "fast"; None: the preset's)."""
     dev = str(resolve_device(device))
-    results: dict[str, dict] = {}
+    runs: dict[str, list[dict]] = {model: [] for model in systems}
     for _ in range(repeats):
-        for model in SYSTEMS:
-            r = _in_worker(_measure, (model, preset, batch_size, iterations, dev, seed, threads))
-            best = results.get(model)
-            if best is None:
-                results[model] = r
-            else:  # keep the best speed and the largest peak seen
-                best["iters_per_s"] = max(best["iters_per_s"], r["iters_per_s"])
-                best["peak_memory_mb"] = max(best["peak_memory_mb"], r["peak_memory_mb"])
-    c, h = results["crfgan"], results["hagan"]
+        for model in systems:
+            runs[model].append(_in_worker(_measure, (model, preset, batch_size, iterations, dev, seed, threads,
+                                                     step)))
     return {
         "device": device_name(dev, threads),
         "preset": preset,
+        "step": _config(preset, step).step,
         "batch_size": batch_size,
         "iterations": iterations,
         "repeats": repeats,
-        "results": results,
-        "ratios": {
-            "params": round(c["params"] / h["params"], 4),
-            "peak_memory": round(c["peak_memory_mb"] / h["peak_memory_mb"], 4) if h["peak_memory_mb"] > 0 else None,
-            "speed": round(c["iters_per_s"] / h["iters_per_s"], 4),
-        },
+        "results": {model: _summary(r) for model, r in runs.items()},
+        "ratios": _ratios(runs),
     }
 
 

@@ -23,10 +23,12 @@ class Trunk(nn.Module):
         ch = cfg.trunk_channels
         self.base = ch[0]
         self.fc = nn.Linear(cfg.latent_dim + cfg.num_classes, ch[0] * 4**3)
-        first_up = len(ch) - cfg.trunk_upsamplings
+        ups = cfg.trunk_upsamplings
+        # which convs follow an upsampling: early = 1..ups (the reference), late = the last ups
+        upsampled = range(1, ups + 1) if cfg.trunk_upsampling == "early" else range(len(ch) - ups, len(ch))
         cins = (ch[0],) + ch[:-1]
         self.blocks = nn.Sequential(
-            *(ConvBlock(cin, cout, cfg.groups, upsample=i >= first_up)
+            *(ConvBlock(cin, cout, cfg.groups, upsample=i in upsampled)
               for i, (cin, cout) in enumerate(zip(cins, ch)))
         )
 

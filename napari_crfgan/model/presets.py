@@ -11,6 +11,12 @@ import math
 from dataclasses import dataclass
 
 
+TRUNK_UPSAMPLING = ("early", "late")
+STEPS = ("reference", "fast")
+#: what a stored config without these fields was trained with (napari-crfgan 0.1)
+LEGACY = {"trunk_upsampling": "late", "step": "fast", "crf_damping": 0.0}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture and optimisation settings shared by CRF-GAN and HA-GAN.
@@ -22,9 +28,12 @@ class ModelConfig:
 
     size: int = 256
     latent_dim: int = 1024
-    # G^A: a Linear to trunk_channels[0] x 4^3, then one conv per entry; the last
-    # log2(size / 16) convs are preceded by a nearest x2 upsampling.
+    # G^A: a Linear to trunk_channels[0] x 4^3, then one conv per entry; log2(size / 16)
+    # of them are preceded by a nearest x2 upsampling: "early" (the reference code: the
+    # convs right after the first, so later convs run at the embedding size) or "late"
+    # (the last convs: about 4x less compute at 128^3, the layout of napari-crfgan 0.1).
     trunk_channels: tuple[int, ...] = (512, 512, 256, 128, 64)
+    trunk_upsampling: str = "early"
     # G^H: embedding channels -> head_channel (after x2 up) -> 1 (after x2 up).
     head_channel: int = 32
     # G^L (HA-GAN low-res head): embedding channels -> ... -> 1 at the embedding size.
@@ -41,6 +50,13 @@ class ModelConfig:
     crf_grid: tuple[int, int, int] = (4, 4, 4)
     crf_iterations: int = 10
     crf_decay_iterations: int = 60000  # CRF weight w = max(0.5 - 0.5 * it / this, 0)
+    # mean-field damping a: logits <- (1 - a) * update + a * logits. 0 is the reference's
+    # plain synchronous update, which oscillates with period 2 once |W| is large.
+    crf_damping: float = 0.0
+    # training step: "reference" (as both reference train.py files: fresh latents for the
+    # G and CRF steps, the CRF step after the D update, E^G on slab-wise E^H features) or
+    # "fast" (napari-crfgan 0.1: the G and CRF steps reuse the D step's fake and graph)
+    step: str = "reference"
     num_classes: int = 0  # > 0: class-conditional (AC-GAN) variant
     lr_g: float = 1e-4
     lr_d: float = 4e-4
@@ -50,12 +66,17 @@ class ModelConfig:
     class_loss_weight: float = 0.1  # weight of the fake-class CE in the G loss
 
     def __post_init__(self) -> None:
+        for name, value, allowed in (("trunk_upsampling", self.trunk_upsampling, TRUNK_UPSAMPLING),
+                                     ("step", self.step, STEPS)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+        if not 0.0 <= self.crf_damping < 1.0:
+            raise ValueError(f"crf_damping must be in [0, 1), got {self.crf_damping}")
         if self.size < 32 or self.size & (self.size - 1):
             raise ValueError(f"size must be a power of two >= 32, got {self.size}")
-        if self.trunk_upsamplings > len(self.trunk_channels):
-            raise ValueError(
-                f"size {self.size} needs at least {self.trunk_upsamplings} trunk convs"
-            )
+        needed = self.trunk_upsamplings + (self.trunk_upsampling == "early")  # early: none before conv 1
+        if needed > len(self.trunk_channels):
+            raise ValueError(f"size {self.size} needs at least {needed} trunk convs")
         for name, c in [("trunk", self.trunk_channels), ("head", (self.head_channel,))]:
             if any(ch % self.groups for ch in c):
                 raise ValueError(f"{name} channels {c} must be multiples of groups={self.groups}")
@@ -99,6 +120,7 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown config fields: {sorted(unknown)}")
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        kw.update({k: v for k, v in LEGACY.items() if k not in kw})
         return cls(**kw)
 
 
@@ -113,9 +135,12 @@ PRESETS: dict[str, ModelConfig] = {
     "paper-256": _paper(256, (4, 4, 4)),
     "paper-128": _paper(128, (2, 4, 4)),
     "paper-64": _paper(64, (1, 4, 4)),
-    # Narrow CPU presets: a few iterations per second on 2 cores.
+    # Narrow CPU presets: a few iterations per second on 2 cores. Their trunks upsample
+    # late (5.0 instead of 30.8 GMAC per small-64 iteration at batch 4); the paper
+    # presets keep the reference layout.
     "small-64": ModelConfig(
         size=64,
+        trunk_upsampling="late",
         latent_dim=128,
         trunk_channels=(128, 128, 64, 32, 16),
         head_channel=8,
@@ -131,6 +156,7 @@ PRESETS: dict[str, ModelConfig] = {
     # For tests: the smallest volume the layout allows.
     "tiny-32": ModelConfig(
         size=32,
+        trunk_upsampling="late",
         latent_dim=32,
         trunk_channels=(32, 16, 16, 8, 8),
         head_channel=8,

@@ -6,11 +6,11 @@ the widgets' system lists, parameter tables and paper tables all read it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from .crfgan import CRFGAN
+from .crfgan import CRFGAN, NoCRFGAN
 from .hagan import HAGAN
 from .presets import ModelConfig, get_config
 from .system import GANSystem
@@ -24,17 +24,24 @@ class SystemSpec:
     generator_parts: tuple[str, ...]  # network attributes that together make the generator
     loss_labels: dict[str, str]  # train_step's loss keys -> labels for plots and status lines
     summary: str = ""
+    diagnostic_labels: dict[str, str] = field(default_factory=dict)  # other logged values worth a plot
 
 
 SYSTEMS: dict[str, SystemSpec] = {
     "crfgan": SystemSpec(
         "crfgan", "CRF-GAN", CRFGAN, ("trunk", "head"),
         {"d": "D", "g": "G", "encoder": "encoder", "crf": "CRF"},
-        "trunk G^A + sub-volume head G^H, D^H, half-encoder E^H, mean-field patch CRF"),
+        "trunk G^A + sub-volume head G^H, D^H, half-encoder E^H, mean-field patch CRF",
+        {"crf_w_mean": "|W| mean", "crf_w_max": "|W| max", "crf_minus_d": "CRF logit - D^H logit",
+         "crf_grad_share": "CRF share of G^A gradient"}),
     "hagan": SystemSpec(
         "hagan", "HA-GAN", HAGAN, ("trunk", "low_head", "head"),
         {"d": "D", "g": "G", "encoder": "encoder", "global_encoder": "global encoder"},
         "the baseline: G^A + G^L + G^H, D^H + D^L, E^H, global encoder E^G"),
+    "crfgan-nocrf": SystemSpec(
+        "crfgan-nocrf", "CRF-GAN without CRF", NoCRFGAN, ("trunk", "head"),
+        {"d": "D", "g": "G", "encoder": "encoder"},
+        "the ablation: CRF-GAN's networks and steps with the CRF left out (weight 0)"),
 }
 
 

@@ -16,6 +16,11 @@ from .layers import count_parameters
 from .presets import ModelConfig
 
 
+def floats(values: dict) -> dict[str, float]:
+    """Loss tensors and numbers as Python floats (NaN for tensors without data, e.g. on meta)."""
+    return {k: float("nan") if isinstance(v, torch.Tensor) and v.is_meta else float(v) for k, v in values.items()}
+
+
 def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     """Non-saturating BCE with logits on the real/fake column."""
     logits = logits[:, :1].float()
@@ -89,7 +94,9 @@ class GANSystem(nn.Module):
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+    def step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
+        """Backward and one optimiser step; returns the loss, detached (turned into floats by
+        `floats` once per iteration, so a step never waits on the device mid-iteration)."""
         optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -98,17 +105,18 @@ class GANSystem(nn.Module):
         else:
             loss.backward()
             optimizer.step()
-        return float(loss.detach())
+        return loss.detach()
 
     # ---- random draws (all from torch's global RNG, so a seed fixes a run) --
     def draw_crop(self) -> int:
         """Slab start, a multiple of 4 so the image slab and embedding slab align."""
-        return 4 * int(torch.randint(0, self.cfg.max_crop // 4 + 1, ()))
+        return 4 * int(torch.randint(0, self.cfg.max_crop // 4 + 1, (), device="cpu"))  # the CPU generator always
 
     def draw_latent(self, batch: int, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """z ~ N(0, I), with a one-hot class appended for conditional models.
 
-        Fake classes are drawn uniformly unless `labels` is given.
+        Fake classes are `labels` when given (the reference step generates the real
+        batch's classes), else drawn uniformly (the fast step).
         """
         z = torch.randn(batch, self.cfg.latent_dim, device=self.device)
         return self.condition(z, labels)
@@ -126,7 +134,11 @@ class GANSystem(nn.Module):
             return logits.new_zeros(())
         return F.cross_entropy(logits[:, 1:].float(), labels)
 
-    def encoder_loss(self, real_slab: torch.Tensor, optimizers: dict) -> float:
+    def fake_labels(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """The classes to generate: the real batch's in the reference step, uniform draws in the fast one."""
+        return labels if self.cfg.step == "reference" else None
+
+    def encoder_loss(self, real_slab: torch.Tensor, optimizers: dict) -> torch.Tensor:
         """E^H learns to invert G^H on real slabs (G frozen): L1 reconstruction."""
         with frozen(self.head), self.autocast():
             rec = self.head(self.encoder(real_slab))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..model import PRESETS, SYSTEMS, get_config
+from ..model.presets import STEPS
 from ..runtime import CHECKPOINT_NAME
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -42,6 +43,9 @@ class TrainOptions:
     modality: str | None = option(None, "preprocessing (default: detect)", choices=("ct", "mri"))
     conditional: bool = option(False, "class-conditional on the folder's labels.csv")
     precision: str = option("fp32", "fp32, or bf16 / fp16 autocast (CUDA)", choices=PRECISIONS)
+    step: str | None = option(None, "training step: reference (as the reference code; the presets' default) or "
+                                    "fast (cheaper, not the paper's: the G and CRF steps reuse the D step's fake)",
+                              choices=STEPS)
     lr_g: float | None = option(None, "generator learning rate (default: the preset's)")
     lr_d: float | None = option(None, "discriminator learning rate (default: the preset's)")
     lr_e: float | None = option(None, "encoder learning rate (default: the preset's)")
@@ -64,7 +68,7 @@ class TrainOptions:
             raise ValueError("choose a data folder or a demo set (data)")
         if self.model not in SYSTEMS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(SYSTEMS)}")
-        get_config(self.preset)
+        get_config(self.preset, **({"step": self.step} if self.step else {}))
         if self.threads is not None and self.threads < 1:
             raise ValueError("threads must be at least 1")
         for name in ("iterations", "batch_size", "checkpoint_every"):

@@ -11,13 +11,16 @@ import napari
 import numpy as np
 from qtpy.QtWidgets import QDoubleSpinBox, QFileDialog, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from ..model import display_name
 from ..sampling import Sampler
 from ._helpers import combo, notify_error, one_sentence, start_worker
 from ._state import state_for
 
 MAPS = {
-    "marginals": "Marginal: the probability the CRF gives each patch of belonging to a real, consistent "
-                 "volume after mean-field inference (1: consistent, 0: not).",
+    "verdicts": "Verdict: the CRF's real/fake verdict per patch after mean field (sigmoid of its logit). "
+                "It is D^H's verdict on the slabs the patch spans, re-weighted by the learned pairwise terms: "
+                "near 1 taken for real, near 0 for generated, 0.5 where D^H is undecided (the CRF adds no "
+                "signal of its own there). Not a calibrated probability of consistency.",
     "agreement": "Agreement: the mean learned pairwise potential cos(f_i, f_j)·W_ij between a patch and its "
                  "face neighbours; higher values tie the patch more strongly to its neighbours.",
 }
@@ -45,7 +48,7 @@ class ConsistencyWidget(QWidget):
         self.model.setWordWrap(True)
         self.open_button = QPushButton("Open checkpoint…")
         self.layer = combo([], tip="a volume at the model's size (generated or loaded)")
-        self.kind = combo(list(MAPS), "marginals")
+        self.kind = combo(list(MAPS), "verdicts")
         self.colormap = combo(COLORMAPS, "magma")
         self.opacity = QDoubleSpinBox()
         self.opacity.setRange(0.0, 1.0)
@@ -53,7 +56,7 @@ class ConsistencyWidget(QWidget):
         self.opacity.setValue(0.5)
         self.blending = combo(["translucent", "additive"], "translucent")
         self.compute_button = QPushButton("Compute consistency map")
-        self.legend = QLabel(MAPS["marginals"])
+        self.legend = QLabel(MAPS["verdicts"])
         self.legend.setWordWrap(True)
 
         form = QFormLayout()
@@ -102,8 +105,8 @@ class ConsistencyWidget(QWidget):
         if sampler is None:
             self.model.setText("No model: load a CRF-GAN checkpoint here or in 'Model and sample'.")
         elif not sampler.has_crf:
-            self.model.setText(f"{sampler.checkpoint.describe()}: an HA-GAN model has no CRF, so it has no "
-                               "consistency map. Load a CRF-GAN checkpoint.")
+            self.model.setText(f"{sampler.checkpoint.describe()}: a {display_name(sampler.checkpoint.model)} model "
+                               "has no CRF, so it has no consistency map. Load a CRF-GAN checkpoint.")
         else:
             size = sampler.cfg.size
             self.model.setText(f"{sampler.checkpoint.describe()}: CRF over a {'×'.join(map(str, sampler.cfg.crf_grid))}"
@@ -147,7 +150,7 @@ class ConsistencyWidget(QWidget):
         cmap, source, sampler = self.result
         data = getattr(cmap, kind)
         scale, translate = overlay_geometry(cmap, source, sampler.spacing)
-        limits = (0.0, 1.0) if kind == "marginals" else (float(data.min()), float(max(data.max(), data.min() + 1e-6)))
+        limits = (0.0, 1.0) if kind == "verdicts" else (float(data.min()), float(max(data.max(), data.min() + 1e-6)))
         name = f"{source.name} CRF {kind}"
         meta = {"source": source.name, "map": kind, "checkpoint": self.state.sampler_path}
         if self.overlay is not None and self.overlay in self.viewer.layers:

@@ -38,7 +38,7 @@ def describe(sampler: Sampler) -> str:
              f"Spacing {' × '.join(f'{s:.3g}' for s in info['spacing'])} mm"]
     if info["num_classes"]:
         lines.append(f"Classes: {', '.join(info['class_names']) or info['num_classes']}")
-    lines.append("Has a CRF" if sampler.has_crf else "No CRF (HA-GAN)")
+    lines.append("Has a CRF" if sampler.has_crf else "No CRF")
     return "<br>".join(lines)
 
 

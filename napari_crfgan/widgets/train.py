@@ -26,6 +26,7 @@ from ..data import DEMO_DATASETS
 from ..model import PRESETS, SYSTEMS
 from ..runtime import available_devices
 from ..training import TrainOptions, TrainReport, prepare_dataset, train
+from ..model.presets import STEPS
 from ..training.options import PRECISIONS
 from ._helpers import combo, notify_error, one_sentence, path_row, rate_spin, show_volume, spin, start_worker
 from ._state import RunMetrics, state_for
@@ -33,6 +34,7 @@ from ._state import RunMetrics, state_for
 SYSTEM_CHOICES = [(spec.display_name, name) for name, spec in SYSTEMS.items()]
 #: every loss any system logs -> its label in the plot and the status line
 LOSS_LABELS = {k: v for spec in SYSTEMS.values() for k, v in spec.loss_labels.items()}
+DIAGNOSTIC_LABELS = {k: v for spec in SYSTEMS.values() for k, v in spec.diagnostic_labels.items()}
 DEFAULTS = TrainOptions()
 PREVIEW_LAYER = "training preview"
 
@@ -77,35 +79,43 @@ def training_steps(options: TrainOptions):
 
 
 class LossPlot(FigureCanvasQTAgg):
-    """Loss curves of the run, one line per loss the trainer reports."""
+    """Loss curves of the run (top) and the CRF's diagnostics (bottom, CRF-GAN only)."""
 
     def __init__(self) -> None:
-        self.figure = Figure(figsize=(4, 2.6), tight_layout=True)
+        # fixed margins: a layout engine (tight_layout) would re-measure every text on every redraw
+        self.figure = Figure(figsize=(4, 3.6))
         super().__init__(self.figure)
-        self.axes = self.figure.add_subplot()
+        self.axes, self.diagnostics = self.figure.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+        self.figure.subplots_adjust(left=0.17, right=0.97, top=0.97, bottom=0.12, hspace=0.08)
         self.lines: dict = {}
         self.clear()
 
     def clear(self) -> None:
-        self.axes.clear()
-        self.axes.set_xlabel("iteration")
-        self.axes.set_ylabel("loss")
+        for ax, ylabel in ((self.axes, "loss"), (self.diagnostics, "CRF")):
+            ax.clear()
+            ax.set_ylabel(ylabel)
+        self.diagnostics.set_xlabel("iteration")
+        self.diagnostics.set_visible(False)
         self.lines = {}
         self.draw_idle()
 
     def add(self, iteration: int, losses: dict) -> None:
         for key, value in losses.items():
-            if key not in LOSS_LABELS:
+            ax, labels = ((self.axes, LOSS_LABELS) if key in LOSS_LABELS else
+                          (self.diagnostics, DIAGNOSTIC_LABELS) if key in DIAGNOSTIC_LABELS else (None, None))
+            if ax is None:
                 continue
             if key not in self.lines:
-                (self.lines[key],) = self.axes.plot([], [], label=LOSS_LABELS[key])
-                self.axes.legend(loc="upper right", fontsize="small")
+                ax.set_visible(True)
+                (self.lines[key],) = ax.plot([], [], label=labels[key])
+                ax.legend(loc="upper right", fontsize="x-small")
             line = self.lines[key]
             line.set_data([*line.get_xdata(), iteration], [*line.get_ydata(), value])
 
     def redraw(self) -> None:
-        self.axes.relim()
-        self.axes.autoscale_view()
+        for ax in (self.axes, self.diagnostics):
+            ax.relim()
+            ax.autoscale_view()
         self.draw_idle()
 
 
@@ -158,13 +168,15 @@ class TrainWidget(QWidget):
         self.demo_count.setSpecialValueText("default")
         self.conditional = QCheckBox("class-conditional on labels.csv")
         self.precision = combo(list(PRECISIONS), DEFAULTS.precision, "bf16 / fp16 autocast need CUDA")
+        self.step = combo([("preset's (reference)", None), *((s, s) for s in STEPS)], None,
+                          TrainOptions.__dataclass_fields__["step"].metadata["help"])
         advanced = QCollapsible("Advanced")
         adv = QWidget()
         adv_form = QFormLayout(adv)
         for label, w in [("LR generator", self.lr_g), ("LR discriminator", self.lr_d), ("LR encoder", self.lr_e),
                          ("Seed", self.seed), ("Checkpoint every", self.checkpoint_every),
                          ("Demo volumes", self.demo_count), ("Conditional", self.conditional),
-                         ("Precision", self.precision)]:
+                         ("Precision", self.precision), ("Training step", self.step)]:
             adv_form.addRow(label, w)
         advanced.addWidget(adv)
 
@@ -208,6 +220,7 @@ class TrainWidget(QWidget):
             resume=self.resume.isChecked(), device=self.device.currentData(), seed=self.seed.value(),
             checkpoint_every=self.checkpoint_every.value(), modality=None if modality == "auto" else modality,
             conditional=self.conditional.isChecked(), precision=self.precision.currentData(),
+            step=self.step.currentData(),
             preview_every=self.preview_every.value(), demo_count=self.demo_count.value() or None, **rates)
 
     # ---- run -------------------------------------------------------------------------
