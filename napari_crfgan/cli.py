@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--report", help="also write the raw result as JSON here")
     ds.set_defaults(func=cmd_downstream)
 
-    pt = sub.add_parser("paper-tables", help="train both systems and write the paper's five tables to results.md")
+    pt = sub.add_parser("paper-tables", help="train the systems and write the paper's five tables to results.md")
     pt.add_argument("--budget", choices=["tiny", "small", "paper"], default="small",
                     help="tiny: tests; small: CPU, under an hour on 2 cores; paper: GPU scale (needs CUDA)")
     pt.add_argument("--out", default="docs", help="folder of results.md (figures in OUT/images)")

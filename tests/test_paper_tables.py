@@ -7,9 +7,11 @@ import torch
 
 from napari_crfgan.cli import main
 from napari_crfgan.experiments.paper_tables import BUDGETS, PaperTablesError, run_paper_tables
-from napari_crfgan.model import build_system, get_config
+from napari_crfgan.experiments.paper_tables.budgets import MODELS
+from napari_crfgan.model import build_system, display_name, get_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
+NOCRF = display_name("crfgan-nocrf")  # "CRF-GAN without CRF"
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +35,12 @@ def test_results_md_has_all_five_tables_and_the_floor(tiny_run):
     assert re.search(r"at commit `[0-9a-f]{7,}", md)
     assert "torch " + torch.__version__ in md and "torch thread" in md
     assert "## Where this run differs from the paper" in md
-    # Table 1 rows: both systems with numbers
-    for name in ("CRF-GAN", "HA-GAN"):
+    # Table 1 rows: every system with numbers
+    for name in ("CRF-GAN", "HA-GAN", NOCRF):
         row = next(line for line in md.splitlines() if line.startswith(f"| {name} |"))
         assert re.search(r"\d", row)
     # Table 5 arms with mean ± std
-    for arm in ("real only", "+ CRF-GAN", "+ HA-GAN"):
+    for arm in ("real only", "+ CRF-GAN", "+ HA-GAN", f"+ {NOCRF}"):
         row = next(line for line in md.splitlines() if line.startswith(f"| {arm} |"))
         assert row.count("±") >= 3
     # Table 3 says that 256^3 needs CUDA where there is none
@@ -48,10 +50,11 @@ def test_results_md_has_all_five_tables_and_the_floor(tiny_run):
 
 def test_parameter_table_has_exact_counts(tiny_run):
     _, md = tiny_run
-    system = {m: build_system(m, get_config("paper-64")) for m in ("crfgan", "hagan")}
+    system = {m: build_system(m, get_config("paper-64")) for m in MODELS}
     total = {m: sum(p.numel() for p in s.parameters()) for m, s in system.items()}
     row = next(line for line in md.splitlines() if line.startswith("| paper-64 |") and "%" in line)
-    assert f"{total['hagan']:,}" in row and f"{total['crfgan']:,}" in row
+    assert all(f"{total[m]:,}" in row for m in MODELS)
+    assert total["crfgan-nocrf"] < total["crfgan"]  # the CRF's own parameters are all that is missing
     assert f"{100 * (1 - total['crfgan'] / total['hagan']):.2f}%" in row
     for preset in ("paper-128", "paper-256"):
         assert f"| {preset} |" in md
@@ -89,7 +92,7 @@ def test_paper_budget_needs_cuda(tmp_path):
 
 
 def test_side_by_side_training_matches_in_process_training(tmp_path):
-    """The small budget trains both systems in two worker processes; the checkpoints are the same."""
+    """The small budget trains every system in its own worker process; the checkpoints are the same."""
     import dataclasses
 
     from napari_crfgan.experiments.paper_tables.runs import train_both, train_options
@@ -97,9 +100,9 @@ def test_side_by_side_training_matches_in_process_training(tmp_path):
 
     budget = dataclasses.replace(BUDGETS["tiny"], parallel_training=True, brain_iterations=2)
     opts = {m: train_options(budget, "demo-brain", tmp_path / "par" / m, m, 2, "cpu", demo_count=8)
-            for m in ("crfgan", "hagan")}
+            for m in MODELS}
     runs = train_both(budget, opts, None, lambda msg: None)
-    assert set(runs) == {"crfgan", "hagan"}
+    assert set(runs) == set(MODELS) == {"crfgan", "hagan", "crfgan-nocrf"}
     for run in runs.values():
         assert not run["reused"] and run["iterations"] == 2 and run["history"]["iteration"][-1] == 2
     seq = {m: dataclasses.replace(o, out=tmp_path / "seq" / m) for m, o in opts.items()}
@@ -127,3 +130,70 @@ def test_markdown_renders_again_from_the_raw_json(tiny_run, tmp_path):
     assert len(note) == 1
     del lines[note[0]:note[0] + 2]
     assert "\n".join(lines) + "\n" == md
+
+
+def _sections(md: str) -> dict[int, str]:
+    """Table number -> the text of its section (up to the next '## ')."""
+    parts = re.split(r"^## ", md, flags=re.M)
+    return {int(m.group(1)): part for part in parts if (m := re.match(r"Table (\d):", part))}
+
+
+def _table_lines(section: str) -> list[str]:
+    return [line for line in section.splitlines() if line.startswith("|")]
+
+
+def test_every_table_has_the_no_crf_ablation(tiny_run):
+    _, md = tiny_run
+    sections = _sections(md)
+    assert sorted(sections) == [1, 2, 3, 4, 5]
+    for n, section in sections.items():
+        table = _table_lines(section.split("<details>")[0])
+        assert table, f"Table {n} has no table"
+        header = table[0]
+        if n in (1, 5):  # a row per system / arm
+            assert any(line.startswith((f"| {NOCRF} |", f"| + {NOCRF} |")) for line in table), n
+        else:  # a column per system
+            assert all(display_name(m) in header for m in MODELS), (n, header)
+    assert NOCRF in md.split("## Where this run differs from the paper")[1]
+
+
+def test_hardware_tables_report_medians_ranges_and_the_memory_split(tiny_run):
+    root, md = tiny_run
+    sections = _sections(md)
+    budget = BUDGETS["tiny"]
+    assert budget.speed_repeats > 1  # so the ranges are exercised
+    t3, t4 = sections[3], sections[4]
+    assert "peak (static + activations)" in _table_lines(t3)[0]
+    assert "CRF-GAN less than HA-GAN" in t3 and "CRF-GAN less than without CRF" in t3
+    assert "max_memory_allocated" in t3 and "activations = peak - static" in t3 and "median" in t3
+    row = next(line for line in _table_lines(t3) if line.startswith("| tiny-32 | cpu"))
+    assert re.search(r"\d \([\d.,]+ \+ -?[\d.,]+\)", row)  # peak (static + activations)
+    assert re.search(r"%\s*\[[-+][\d.]+, [-+][\d.]+\]", row)  # "less" with its range over repeats
+    header4 = _table_lines(t4)[0]
+    assert "CRF-GAN faster than HA-GAN" in header4 and "CRF-GAN faster than without CRF" in header4
+    row = next(line for line in _table_lines(t4) if line.startswith("| tiny-32 | cpu"))
+    assert row.count("[") == len(MODELS) + 2  # every system's median it/s and both ratios with a range
+    assert "best of" not in md and f"median over {budget.speed_repeats} alternating runs" in t4
+    import json
+    raw = json.loads((root / "work" / "tiny" / "results.json").read_text())
+    speed = raw["hardware"]["speed"]["tiny-32"]
+    assert set(speed["results"]) == set(MODELS) and speed["repeats"] == budget.speed_repeats
+    for res in speed["results"].values():
+        assert res["static_mb"] > 0 and len(res["runs"]) == budget.speed_repeats
+    assert {"crfgan / hagan", "crfgan / crfgan-nocrf"} <= set(speed["ratios"])
+
+
+def test_as_in_the_paper_only_where_the_numbers_say_so():
+    from napari_crfgan.experiments.paper_tables.compare import versus_paper
+
+    assert versus_paper(20.3, 9.4, 15.7, 23.8) == "same direction, about twice the size"
+    assert versus_paper(10.5, 9.4) == "as in the paper"  # within 2 percentage points
+    assert versus_paper(13.0, 9.4, 8.0, 18.0) == "as in the paper"  # the paper's figure inside the measured range
+    assert "opposite" in versus_paper(-5.0, 9.4, -7.0, -3.0)
+    assert versus_paper(45.7, 14.6, 40.0, 50.0) == "same direction, about 3 times the size"
+
+
+def test_budgets_measure_speed_as_the_issue_asks():
+    assert MODELS == ("crfgan", "hagan", "crfgan-nocrf")
+    for name in ("small", "paper"):
+        assert BUDGETS[name].speed_iterations >= 20 and BUDGETS[name].speed_repeats >= 3

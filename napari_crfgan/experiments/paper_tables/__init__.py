@@ -1,22 +1,24 @@
-"""`crfgan paper-tables`: the CRF-GAN paper's comparison with HA-GAN, rerun.
+"""`crfgan paper-tables`: the CRF-GAN paper's comparison with HA-GAN, rerun, with the no-CRF ablation.
 
-Both systems are trained on the same demo data, with the same preset, batch size,
-iterations and seed, then compared in five tables written to ``results.md``
-(with PNG figures beside it, under ``images/``):
+The systems of :data:`~.budgets.MODELS` (CRF-GAN, HA-GAN and CRF-GAN without CRF) are
+trained on the same demo data, with the same preset, batch size, iterations and seed,
+then compared in five tables written to ``results.md`` (with PNG figures beside it,
+under ``images/``):
 
 1. realism on ``demo-brain`` (unconditional): FD, KID, MMD, coverage and the seam
    ratio SDR from :func:`~napari_crfgan.evaluation.evaluate`, the same number of
    generated volumes per system from the same latent seeds, with the real-vs-real row;
 2. exact parameter counts of the paper presets at 64^3, 128^3 and 256^3;
-3. peak training memory at batch 2, 4 and 6 (CPU at 64^3 and 128^3; 256^3 only
-   where a CUDA device is present);
-4. training iterations/s at batch 2 (paper-64 and paper-128);
+3. peak training memory at batch 2, 4 and 6, split into static (weights, gradients,
+   optimiser state) and activations (CPU at 64^3 and 128^3; 256^3 only where a CUDA
+   device is present);
+4. training iterations/s at batch 2 (paper-64 and paper-128), medians with their range;
 5. the augmentation task on ``demo-chest`` (nodule / no-nodule) with conditional
    generators trained on the real training split only
    (:func:`~napari_crfgan.experiments.downstream.run_augmentation`).
 
 Budgets (:data:`BUDGETS`): ``tiny`` (tiny-32, a few iterations: for tests),
-``small`` (small-64 on a 2-core CPU in under an hour, measured), ``paper``
+``small`` (small-64 on a 2-core CPU), ``paper``
 (GPU scale, needs CUDA). Every number in ``results.md`` comes from the run, except
 the columns marked "paper", quoted from the CRF-GAN paper (:data:`PAPER`).
 
@@ -24,7 +26,8 @@ Trained checkpoints are kept in the work folder (``runs/paper-tables/<budget>``)
 a rerun reuses a finished one and resumes an unfinished one.
 
 Modules: ``budgets`` (sizes and the paper's numbers), ``provenance`` (machine, commit,
-command line), ``runs`` (GAN training of both systems), ``parts`` (the measurements),
+command line), ``runs`` (GAN training of every system), ``parts`` (the measurements),
+``compare`` (the pairs compared, bench ratios as percentages, "as in the paper" only where close),
 ``figures``, ``markdown`` (results.md) and ``commentary`` (how the run compares with the paper).
 """
 from __future__ import annotations
@@ -69,7 +72,7 @@ def run_paper_tables(budget: str | Budget = "small", out: str | os.PathLike = "d
                      work: str | os.PathLike = "runs/paper-tables", device: str = "cpu",
                      threads: int | None = -1, fresh: bool = False, command: str | None = None,
                      progress: Callable[[str], None] | None = None) -> dict:
-    """Train both systems, measure, and write ``<out>/results.md`` with figures in ``<out>/images``.
+    """Train the systems, measure, and write ``<out>/results.md`` with figures in ``<out>/images``.
 
     Args:
         budget: a name of :data:`BUDGETS` or a :class:`Budget`.

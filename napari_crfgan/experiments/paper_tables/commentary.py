@@ -1,7 +1,10 @@
 """The "Where this run differs from the paper" section: one plain statement per table.
 
 Each statement is computed from the run's numbers and :data:`~.budgets.PAPER`, so
-results.md never claims an agreement (or a disagreement) that its own tables do not show.
+results.md never claims an agreement (or a disagreement) that its own tables do not show:
+"as in the paper" only where :func:`~.compare.versus_paper` finds the figures close. Where the
+paper compares CRF-GAN with HA-GAN the statement keeps that comparison, then says what the
+ablation (CRF-GAN without CRF) adds: the CRF's own effect, and what dropping G^L / D^L / E^G does.
 """
 from __future__ import annotations
 
@@ -10,13 +13,9 @@ import torch
 
 from ...model import display_name
 from .budgets import MODELS, PAPER, Budget
+from .compare import PAIRS, bench_pct, pair_label, pct_less, versus_paper
 
-
-def pct_less(c: float | None, h: float | None) -> float | None:
-    """How much less `c` is than `h`, in percent of `h` (None when either is missing or h is not positive)."""
-    if c is None or h is None or h <= 0:
-        return None
-    return 100 * (1 - c / h)
+ABLATION = "crfgan-nocrf"
 
 
 def differences(params: dict, hardware: dict, realism: dict, augmentation: dict, budget: Budget) -> list[str]:
@@ -29,29 +28,61 @@ def _parameters(params: dict) -> str:
     diffs = [(p, row["fewer_pct"], PAPER["params_fewer_pct"][p]) for p, row in params.items()
              if p in PAPER["params_fewer_pct"]]
     worst = max((abs(a - b) for _, a, b in diffs), default=0)
-    return ("- **Parameters (Table 2)**: CRF-GAN has "
-            + ", ".join(f"{a:.2f}% fewer at {p} (paper {b}%)" for p, a, b in diffs)
+    text = ("- **Parameters (Table 2)**: CRF-GAN has "
+            + ", ".join(f"{a:.2f}% fewer than HA-GAN at {p} (paper {b}%)" for p, a, b in diffs)
             + (f"; within {worst:.2f} percentage points of the paper." if worst < 0.1 else
                f"; up to {worst:.2f} percentage points away from the paper."))
+    crf = {p: row["crfgan"]["total"] - row[ABLATION]["total"] for p, row in params.items() if ABLATION in row}
+    if crf:
+        sizes = ", ".join(f"{n:,} at {p}" for p, n in crf.items())
+        text += (f" {display_name(ABLATION)} differs from CRF-GAN only by the CRF's own parameters ({sizes}), "
+                 "so the difference with HA-GAN comes from dropping G^L, D^L and E^G, not from the CRF.")
+    return text
 
 
-def _memory(hardware: dict, budget: Budget) -> list[str]:
-    rows: dict[str, list[tuple[str, int, float]]] = {}  # device type -> (preset, batch, % less)
+def _memory_rows(hardware: dict) -> dict[str, list[tuple[str, int, dict]]]:
+    """Device type -> (preset, batch, bench result) of every measured Table 3 row."""
+    rows: dict[str, list[tuple[str, int, dict]]] = {}
     for source in ("memory", "cuda"):
         for preset, per_batch in hardware[source].items():
             for b, r in per_batch.items():
-                if "error" in r:
-                    continue
-                v = pct_less(r["results"]["crfgan"]["peak_memory_mb"], r["results"]["hagan"]["peak_memory_mb"])
-                if v is not None:
-                    rows.setdefault(torch.device(r["device"].split()[0]).type, []).append((preset, b, v))
+                if "error" not in r:
+                    rows.setdefault(torch.device(r["device"].split()[0]).type, []).append((preset, b, r))
+    return rows
+
+
+def _average(items: list[tuple[str, int, dict]], a: str, b: str) -> dict | None:
+    """The mean over rows of the per-row median "% less" of `a` against `b`, with the smallest and largest run."""
+    pcts = [p for *_, r in items if (p := bench_pct(r, a, b, "peak_memory")) is not None]
+    if not pcts:
+        return None
+    return {"median": float(np.mean([p["median"] for p in pcts])), "min": min(p["min"] for p in pcts),
+            "max": max(p["max"] for p in pcts)}
+
+
+def _split(items: list[tuple[str, int, dict]]) -> str:
+    """How much of CRF-GAN's saving is static memory (exact) and how much activations, averaged over rows."""
+    parts = []
+    for key, name in (("static_mb", "static memory"), ("activation_mb", "activations")):
+        vals = [pct_less(r["results"]["crfgan"].get(key), r["results"]["hagan"].get(key)) for *_, r in items]
+        vals = [v for v in vals if v is not None]
+        if vals:
+            parts.append(f"{name} {float(np.mean(vals)):.1f}% less")
+    return f" Split: {', '.join(parts)} on average." if parts else ""
+
+
+def _memory(hardware: dict, budget: Budget) -> list[str]:
     out = []
-    for dev, items in rows.items():
-        avg = float(np.mean([v for *_, v in items]))
-        verdict = "less, as in the paper" if avg > 0 else "MORE, the opposite of the paper"
-        detail = ", ".join(f"{p} batch {b}: {v:+.1f}%" for p, b, v in items)
-        text = (f"- **Peak memory (Table 3)**: on {dev.upper()} CRF-GAN used {abs(avg):.1f}% {verdict} on average "
-                f"(less per row: {detail}; paper: about {PAPER['memory_less_pct_avg']}% less on GPU).")
+    paper = PAPER["memory_less_pct_avg"]
+    for dev, items in _memory_rows(hardware).items():
+        main = _average(items, "crfgan", "hagan")
+        if main is None:
+            continue
+        amount, runs = _amount_parts(main, "less", "MORE")
+        text = (f"- **Peak memory (Table 3)**: CRF-GAN used {amount} peak memory than HA-GAN on {dev.upper()} on "
+                f"average over {len(items)} row(s) ({runs}; paper: {paper}% less on GPU): "
+                f"{versus_paper(main['median'], paper, main['min'], main['max'])}.{_split(items)}")
+        text += _ablation_sentence({pair: _average(items, *pair) for pair in PAIRS[1:]}, "less", "more")
         if dev == "cpu":
             text += (" The paper measures the GPU allocator; here it is the worker's peak resident set on CPU, "
                      "which includes the allocator's and the runtime's overheads, so the sizes are not comparable "
@@ -63,18 +94,58 @@ def _memory(hardware: dict, budget: Budget) -> list[str]:
     return out
 
 
+def _amount_parts(p: dict, pos: str, neg: str) -> tuple[str, str]:
+    """('20.3% less', 'runs from +15.7% to +23.8% less'): the median in words, the range in the same word."""
+    sign, word = (1, pos) if p["median"] >= 0 else (-1, neg)
+    lo, hi = sorted((sign * p["min"], sign * p["max"]))
+    return f"{abs(p['median']):.1f}% {word}", f"runs from {lo:+.1f}% to {hi:+.1f}% {word}"
+
+
+def _amount(p: dict, pos: str, neg: str, repeats: int) -> str:
+    head, runs = _amount_parts(p, pos, neg)
+    return head + (f" ({runs})" if repeats > 1 else "")
+
+
+def _ablation_sentence(pcts: dict, pos: str, neg: str, repeats: int = 2) -> str:
+    """What the ablation says: the CRF's own effect and that of dropping G^L / D^L / E^G, with the larger named."""
+    crf, drop = pcts.get(("crfgan", ABLATION)), pcts.get((ABLATION, "hagan"))
+    if crf is None or drop is None:
+        return ""
+    larger = ("dropping G^L / D^L / E^G, not from the CRF" if abs(drop["median"]) >= abs(crf["median"])
+              else "the CRF, not from dropping G^L / D^L / E^G")
+    return (f" {pair_label('crfgan', ABLATION)}: {_amount(crf, pos, neg, repeats)} (the CRF's own effect); "
+            f"{pair_label(ABLATION, 'hagan')}: {_amount(drop, pos, neg, repeats)}; so most of the difference "
+            f"with HA-GAN comes from {larger}.")
+
+
 def _speed(hardware: dict) -> list[str]:
     out = []
     for preset, r in hardware["speed"].items():
-        h, c = r["results"]["hagan"]["iters_per_s"], r["results"]["crfgan"]["iters_per_s"]
-        faster = 100 * (c / h - 1)
+        main = bench_pct(r, "crfgan", "hagan", "speed")
+        if main is None:
+            continue
+        n = r["repeats"]
         paper = PAPER["speed_faster_pct"].get(preset)
-        ref = f"paper: {paper}% faster on GPU" if paper is not None else "not in the paper"
-        word = "faster" if faster >= 0 else "SLOWER"
-        out.append(f"- **Speed (Table 4), {preset}**: CRF-GAN was {abs(faster):.1f}% {word} than HA-GAN on "
-                   f"{r['device']} at batch {r['batch_size']} ({ref}); best of {r['repeats']} alternating runs "
-                   f"of {r['iterations']} iterations.")
+        ref = (f"paper: {paper}% faster on GPU): {versus_paper(main['median'], paper, main['min'], main['max'])}"
+               if paper is not None else "not in the paper)")
+        word = "faster" if main["median"] >= 0 else "SLOWER"
+        span = f" (runs from {main['min']:+.1f}% to {main['max']:+.1f}%)" if n > 1 else ""
+        text = (f"- **Speed (Table 4), {preset}**: CRF-GAN was {abs(main['median']):.1f}% {word} than HA-GAN{span} "
+                f"on {r['device']} at batch {r['batch_size']} ({ref}; median of {n} alternating run(s) of "
+                f"{r['iterations']} timed iterations per system, the ratio taken per repeat.")
+        text += _ablation_sentence({pair: bench_pct(r, *pair, "speed") for pair in PAIRS[1:]}, "faster", "slower", n)
+        out.append(text)
     return out
+
+
+def _lower(res: dict, key: str, a: str, b: str) -> str | None:
+    """Which of `a` and `b` is lower on `key`, and whether the gap is within the std over feature seeds."""
+    va, vb = res[a].get(key, {}).get("value"), res[b].get(key, {}).get("value")
+    if va is None or vb is None:
+        return None
+    noise = max(res[a][key].get("std") or 0, res[b][key].get("std") or 0)
+    text = f"{pair_label(a, b)}: {display_name(a if va < vb else b)} lower"
+    return text + (", within the std over feature seeds" if noise and abs(va - vb) <= noise else "")
 
 
 def _realism(realism: dict, budget: Budget) -> list[str]:
@@ -83,22 +154,22 @@ def _realism(realism: dict, budget: Budget) -> list[str]:
     floor = res["crfgan"]["real_vs_real"]
     parts = []
     for key in [k for k in res["crfgan"] if k.startswith(("fd_", "kid_"))] + ["mmd"]:
-        c, h = res["crfgan"].get(key, {}).get("value"), res["hagan"].get(key, {}).get("value")
-        f = floor.get(key, {}).get("value")
-        if c is None or h is None:
+        values = {m: res[m].get(key, {}).get("value") for m in MODELS}
+        pairs = [t for pair in PAIRS[:2] if (t := _lower(res, key, *pair))]
+        if not pairs:
             continue
-        better = "CRF-GAN" if c < h else "HA-GAN"
-        noise = max(res["crfgan"][key].get("std") or 0, res["hagan"][key].get("std") or 0)
-        text = f"{key}: CRF-GAN {c:.3g}, HA-GAN {h:.3g} ({better} lower"
-        if noise and abs(c - h) <= noise:
-            text += ", within the std over feature seeds"
+        f = floor.get(key, {}).get("value")
+        text = (f"{key}: " + ", ".join(f"{display_name(m)} {v:.3g}" for m, v in values.items() if v is not None)
+                + f" ({'; '.join(pairs)}")
         parts.append(text + (f"; real-vs-real floor {f:.3g})" if f is not None else ")"))
     sd = {m: res[m].get("sdr_d") or {} for m in MODELS}
     if all(sd[m].get("value") is not None for m in MODELS):
-        parts.append(f"seam ratio SDR (D): CRF-GAN {sd['crfgan']['value']:.3g}, HA-GAN {sd['hagan']['value']:.3g}, "
-                     f"real {sd['crfgan'].get('real', float('nan')):.3g} (the paper reports no SDR)")
+        parts.append("seam ratio SDR (D): " + ", ".join(f"{display_name(m)} {sd[m]['value']:.3g}" for m in MODELS)
+                     + f", real {sd['crfgan'].get('real', float('nan')):.3g} (the paper reports no SDR; CRF-GAN "
+                     "vs CRF-GAN without CRF shows what the CRF does to the seams)")
     out = ["- **Realism (Table 1)**: the paper reports CRF-GAN better on FID (0.047 vs 0.061) and MMD "
-           "(0.084 vs 0.086) on LUNA16 at 256^3 with MedicalNet features. Here: " + "; ".join(parts) + ". "
+           "(0.084 vs 0.086) on LUNA16 at 256^3 with MedicalNet features, and has no no-CRF row. Here: "
+           + "; ".join(parts) + ". "
            f"This run trains {budget.gan_preset} models for {budget.brain_iterations} iterations on "
            f"{realism['real_count']} synthetic demo-brain volumes and measures with random-network features; "
            "FD magnitudes depend on the extractor and cannot be compared with the paper's numbers, only "
@@ -124,7 +195,7 @@ def _mode_collapse(res: dict, floor: dict) -> str | None:
     return (f"- **Mode collapse (Table 1)**: {detail}; real vs real coverage {cov_floor:.2f}. "
             f"{' and '.join(display_name(m) for m in collapsed)} cover{'s' if len(collapsed) == 1 else ''} "
             "less than half of the real volumes' neighbourhoods: the samples look much alike (see the "
-            "figure). At this budget the models are far from converged, so Table 1 compares two "
+            "figure). At this budget the models are far from converged, so Table 1 compares "
             "undertrained generators, not the systems as the paper trains them.")
 
 
@@ -147,6 +218,11 @@ def _augmentation(augmentation: dict) -> str:
         size = "within one std of" if abs(d) <= noise else ("above" if d > 0 else "below")
         verdicts.append(f"{k} is {size} real only ({d:+.2f} points)")
     text += " " + "; ".join(verdicts) + "."
+    crf, nocrf = (f1.get(f"+ {display_name(m)}") for m in ("crfgan", ABLATION))
+    if crf and nocrf:  # the CRF's own effect on the downstream task (the paper has no such arm)
+        d = crf[0] - nocrf[0]
+        size = "within one std" if abs(d) <= max(crf[1], nocrf[1]) else ("better" if d > 0 else "worse")
+        text += f" {pair_label('crfgan', ABLATION)} (the CRF's own effect): {d:+.2f} points, {size}."
     acc = 100 * arms["real only"]["accuracy"]["mean"]
     if acc < 65:  # near chance (50%): the classifier, not the augmentation, limits this table
         voxel = augmentation["voxel_mm"]

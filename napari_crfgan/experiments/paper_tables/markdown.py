@@ -15,7 +15,8 @@ from ...evaluation import to_markdown
 from ...model import display_name
 from ..downstream import AugmentationSettings, augmentation_markdown
 from .budgets import MODELS, PAPER, Budget
-from .commentary import differences, pct_less
+from .commentary import differences
+from .compare import bench_pct, pct_cell
 from .figures import IMAGE_DIR
 from .provenance import git_commit
 
@@ -55,17 +56,32 @@ def _table1(realism: dict) -> list[str]:
 
 
 def _table2(params: dict) -> list[str]:
-    lines = ["| preset | HA-GAN | CRF-GAN | fewer | paper: fewer |", "|---|---|---|---|---|"]
+    names = " | ".join(display_name(m) for m in MODELS)
+    lines = [f"| preset | {names} | CRF-GAN fewer than HA-GAN | paper: fewer |", "|---" * (len(MODELS) + 3) + "|"]
     for preset, row in params.items():
         paper = PAPER["params_fewer_pct"].get(preset)
-        lines.append(f"| {preset} | {row['hagan']['total']:,} | {row['crfgan']['total']:,} | "
-                     f"{row['fewer_pct']:.2f}% | {'' if paper is None else f'{paper}%'} |")
+        lines.append(f"| {preset} | " + " | ".join(f"{row[m]['total']:,}" for m in MODELS)
+                     + f" | {row['fewer_pct']:.2f}% | {'' if paper is None else f'{paper}%'} |")
     return lines
 
 
+def _memory_cell(res: dict) -> str:
+    """'peak (static + activations)' in MB; activations are n/a where the peak could not be read."""
+    act = res.get("activation_mb")
+    return (f"{cell(res['peak_memory_mb'], spec=',.1f')} ({cell(res.get('static_mb'), spec=',.1f')} + "
+            f"{cell(act, spec=',.1f')})")
+
+
+#: "less" columns of Table 3 and "faster" columns of Table 4: (system, reference, header)
+_VERSUS = (("crfgan", "hagan", "than HA-GAN"), ("crfgan", "crfgan-nocrf", "than without CRF"))
+
+
 def _table3(hardware: dict, budget: Budget) -> list[str]:
-    lines = ["| preset | device | batch | HA-GAN (MB) | CRF-GAN (MB) | less | paper (GPU): HA-GAN / CRF-GAN (MB) |",
-             "|---|---|---|---|---|---|---|"]
+    width = len(MODELS) + len(_VERSUS) + 4
+    lines = ["| preset | device | batch | " + " | ".join(f"{display_name(m)}: peak (static + activations), MB"
+                                                     for m in MODELS)
+             + " | " + " | ".join(f"CRF-GAN less {h}" for *_, h in _VERSUS)
+             + " | paper (GPU): HA-GAN / CRF-GAN (MB) |", "|---" * width + "|"]
     for source in ("memory", "cuda"):
         for preset, per_batch in hardware[source].items():
             for b, r in per_batch.items():
@@ -75,33 +91,44 @@ def _table3(hardware: dict, budget: Budget) -> list[str]:
                     ph, pc = paper["hagan"][b // 2 - 1], paper["crfgan"][b // 2 - 1]
                     pcell = "-" if ph is None else f"{ph:,} / {pc:,}"
                 if "error" in r:
-                    lines.append(f"| {preset} | cuda | {b} | {r['error']} | | | {pcell} |")
+                    lines.append(f"| {preset} | cuda | {b} | {r['error']} |" + " |" * (width - 5) + f" {pcell} |")
                     continue
-                h = r["results"]["hagan"]["peak_memory_mb"]
-                c = r["results"]["crfgan"]["peak_memory_mb"]
-                less = pct_less(c, h)
-                lines.append(f"| {preset} | {r['device']} | {b} | {cell(h, spec=',.1f')} | {cell(c, spec=',.1f')} | "
-                             f"{'n/a' if less is None else f'{less:.1f}%'} | {pcell} |")
+                less = [pct_cell(bench_pct(r, a, ref, "peak_memory"), r["repeats"]) for a, ref, _ in _VERSUS]
+                lines.append(f"| {preset} | {r['device']} | {b} | "
+                             + " | ".join(_memory_cell(r["results"][m]) for m in MODELS)
+                             + f" | {' | '.join(less)} | {pcell} |")
     if not hardware["cuda_available"] and budget.cuda_presets:
         lines.append(f"| {', '.join(budget.cuda_presets)} | - | {', '.join(map(str, budget.memory_batches))} | "
-                     "not measured: no CUDA device on this machine | | | |")
+                     "not measured: no CUDA device on this machine |" + " |" * (width - 4))
     return lines
 
 
+def _speed_cell(res: dict, repeats: int) -> str:
+    text = f"{res['iters_per_s']:.4g}"
+    lo, hi = res.get("iters_per_s_range") or (None, None)
+    return text + (f" [{lo:.4g}, {hi:.4g}]" if repeats > 1 and lo is not None else "")
+
+
 def _table4(hardware: dict, realism: dict, budget: Budget) -> list[str]:
-    lines = ["| preset | device | batch | HA-GAN (it/s) | CRF-GAN (it/s) | CRF-GAN faster | paper: faster |",
-             "|---|---|---|---|---|---|---|"]
+    width = len(MODELS) + len(_VERSUS) + 4
+    lines = ["| preset | device | batch | " + " | ".join(f"{display_name(m)} (it/s)" for m in MODELS)
+             + " | " + " | ".join(f"CRF-GAN faster {h}" for *_, h in _VERSUS) + " | paper: faster |",
+             "|---" * width + "|"]
     for preset, r in hardware["speed"].items():
-        h, c = r["results"]["hagan"]["iters_per_s"], r["results"]["crfgan"]["iters_per_s"]
+        n = r["repeats"]
         paper = PAPER["speed_faster_pct"].get(preset)
-        lines.append(f"| {preset} | {r['device']} | {r['batch_size']} | {h:.4g} | {c:.4g} | {100 * (c / h - 1):+.1f}% "
-                     f"| {'' if paper is None else f'{paper}%'} |")
+        faster = [pct_cell(bench_pct(r, a, ref, "speed"), n) for a, ref, _ in _VERSUS]
+        lines.append(f"| {preset} | {r['device']} | {r['batch_size']} | "
+                     + " | ".join(_speed_cell(r["results"][m], n) for m in MODELS)
+                     + f" | {' | '.join(faster)} | {'' if paper is None else f'{paper}%'} |")
     tr = {m: realism["models"][m]["train"] for m in MODELS}
     if all(t.get("iters_per_s") for t in tr.values()):
-        h, c = tr["hagan"]["iters_per_s"], tr["crfgan"]["iters_per_s"]
+        its = {m: t["iters_per_s"] for m, t in tr.items()}
         note = " (trained by an earlier run, reused)" if any(t.get("reused") for t in tr.values()) else ""
+        faster = [f"{100 * (its[a] / its[ref] - 1):+.1f}%" for a, ref, _ in _VERSUS]
         lines.append(f"| {budget.gan_preset} (Table 1 training, whole run{note}) | {tr['crfgan']['device']} | "
-                     f"{budget.gan_batch_size} | {h:.4g} | {c:.4g} | {100 * (c / h - 1):+.1f}% | |")
+                     f"{budget.gan_batch_size} | " + " | ".join(f"{its[m]:.4g}" for m in MODELS)
+                     + f" | {' | '.join(faster)} | |")
     return lines
 
 
@@ -111,7 +138,7 @@ def _header(ctx: dict) -> list[str]:
     b: Budget = ctx["budget"]
     m = ctx["machine"]
     return [
-        "# CRF-GAN vs HA-GAN: the paper's comparison, rerun",
+        "# CRF-GAN vs HA-GAN: the paper's comparison, rerun, with CRF-GAN without CRF",
         "",
         (f"Produced by `{ctx['command']}` at commit `{ctx['commit']}` on {ctx['date']}, "
          f"budget **{b.name}** ({b.description})."),
@@ -125,7 +152,9 @@ def _header(ctx: dict) -> list[str]:
           if ctx.get("rendered") else []),
         ("Every number below comes from this run, except the columns and sentences marked \"paper\", quoted from "
          "the CRF-GAN paper (GPU, LUNA16 / LIDC). The demo data are synthetic (made on this machine, see "
-         "`napari_crfgan/data/demo.py`), not patient scans."),
+         "`napari_crfgan/data/demo.py`), not patient scans. CRF-GAN without CRF (not in the paper) is the "
+         "ablation: CRF-GAN's networks and training step with the CRF left out (weight 0), so CRF-GAN vs it is "
+         "the CRF's own effect and it vs HA-GAN is what dropping HA-GAN's G^L / D^L / E^G does."),
         "",
     ]
 
@@ -137,7 +166,8 @@ def _realism_section(ctx: dict) -> list[str]:
     lines = [
         "## Table 1: realism on demo-brain (unconditional)",
         "",
-        (f"Both systems: preset {b.gan_preset}, batch {b.gan_batch_size}, {b.brain_iterations} iterations, "
+        (f"{', '.join(display_name(m) for m in MODELS)}: preset {b.gan_preset}, batch {b.gan_batch_size}, "
+         f"{b.brain_iterations} iterations, "
          f"training seed {b.seed}, on the same {realism['real_count']} demo-brain volumes. "
          f"{ev['counts']['fake']} generated volumes per system from latent seeds 0..{ev['counts']['fake'] - 1} "
          f"against all {ev['counts']['real']} real volumes; the floor compares two real halves of "
@@ -168,11 +198,44 @@ def _parameters_section(ctx: dict) -> list[str]:
         "## Table 2: parameters (exact counts, all networks)",
         "",
         ("Paper presets (the papers' widths), counted with `build_system(...).network_counts()`: generator, "
-         "discriminators, encoders and, for CRF-GAN, the CRF."),
+         "discriminators, encoders and, for CRF-GAN, the CRF (CRF-GAN without CRF has all of CRF-GAN's "
+         "networks but the CRF)."),
         "",
         *_table2(ctx["params"]),
         "",
     ]
+
+
+def _table3_note(b: Budget) -> str:
+    cuda = (f" CUDA rows: {b.speed_iterations} timed iterations, {b.speed_repeats} repeats at every batch."
+            if b.cuda_presets else "")
+    return (f"`bench()`: each system trained in a fresh worker process on the same random batch and seed "
+            f"({b.bench_threads or 'default'} torch thread(s)), the runs alternating between the systems. Peak: on CPU "
+            "the worker's peak resident set minus its resident set before the model was built (so it also holds "
+            "allocator and runtime overheads); on CUDA `torch.cuda.max_memory_allocated`, with "
+            "`cudnn.benchmark` on as in the reference code. Static memory is counted exactly (parameters, their "
+            "gradients, the Adam state and buffers); activations = peak - static. Medians over runs; \"less\" "
+            "is taken per repeat (the systems of one repeat ran back to back), median [smallest, largest]. Rows "
+            f"at batch {b.speed_batch} are the Table 4 runs ({b.speed_repeats} alternating repeats of "
+            f"{b.speed_iterations} timed iterations after a warm-up step); the other rows run a warm-up step and "
+            f"{b.memory_iterations} timed iteration(s), once, because at 128^3 and batch 6 a CPU step takes tens "
+            f"of seconds.{cuda} The paper's figures are GPU MB and not comparable in size.")
+
+
+def _table4_note(b: Budget, machine: dict) -> str:
+    if b.parallel_training:
+        shared = (f", more processes than the {machine['cpu_count']} logical CPUs, so they shared cores and "
+                  "this row is rough" if (machine.get("cpu_count") or 0) < len(MODELS) else "")
+        training = (f"(the {len(MODELS)} systems trained at the same time, one process and one torch thread "
+                    f"each{shared}).")
+    else:
+        training = "(run one after the other, so a busy neighbour can favour any of them)."
+    return (f"Iterations/s at batch {b.speed_batch} from `bench()`: a run's speed is 1 / the median time of its "
+            f"{b.speed_iterations} timed iterations (after a warm-up step, each timed alone, synchronised on "
+            f"CUDA); a system's figure is the median over {b.speed_repeats} alternating runs, [smallest, largest] "
+            "beside it (never the best alone). \"Faster\" is taken per repeat, median [smallest, largest]. "
+            f"The last row is the whole Table 1 training run of each system, batch {b.gan_batch_size}, including "
+            f"data loading {training}")
 
 
 def _hardware_sections(ctx: dict) -> list[str]:
@@ -181,13 +244,7 @@ def _hardware_sections(ctx: dict) -> list[str]:
     return [
         "## Table 3: peak training memory",
         "",
-        (f"`bench()`: each system trained in a fresh worker process on the same random batch "
-         f"({b.threads or 'default'} torch thread(s)); CPU peak = the worker's peak resident set minus its resident "
-         f"set before the model was built; CUDA peak = `torch.cuda.max_memory_allocated`. Rows at batch "
-         f"{b.speed_batch} are the Table 4 runs ({b.speed_iterations} timed iterations after one warm-up step, "
-         f"{b.speed_repeats} alternating repeats, largest peak kept); the other rows run one warm-up step and "
-         f"{b.memory_iterations} timed iteration(s), once (repeats = 1), because at 128^3 and batch 6 a CPU step "
-         f"takes tens of seconds. The paper's figures are GPU MB and not comparable in size."),
+        _table3_note(b),
         "",
         *_table3(hardware, b),
         "",
@@ -195,11 +252,7 @@ def _hardware_sections(ctx: dict) -> list[str]:
         "",
         "## Table 4: training speed",
         "",
-        f"Iterations/s at batch {b.speed_batch}: best of {b.speed_repeats} alternating runs of "
-        f"{b.speed_iterations} timed iterations (after a warm-up step) per system, from `bench()`; the last row "
-        f"is the whole Table 1 training run of each system, batch {b.gan_batch_size}, including data loading "
-        + ("(the two systems trained at the same time, one process and one core each)."
-           if b.parallel_training else "(run one after the other, so a busy neighbour can favour either)."),
+        _table4_note(b, ctx["machine"]),
         "",
         *_table4(hardware, ctx["realism"], b),
         "",
@@ -216,7 +269,7 @@ def _augmentation_section(ctx: dict) -> list[str]:
         (f"Conditional {b.gan_preset} generators (batch {b.gan_batch_size}, {b.chest_iterations} iterations, seed "
          f"{b.seed}) trained on the {aug['generator_train_count']} real training volumes only; synthetic volumes: "
          f"{', '.join(f'{k}: {v}' for k, v in n_syn.items() if v)} (as many as the real training volumes, half "
-         f"of each class, latent seeds fixed and shared by both generators). Classifier: a small 3D CNN "
+         f"of each class, latent seeds fixed and shared by all generators). Classifier: a small 3D CNN "
          f"(`NoduleClassifier`, width {aug['settings']['width']}, Adam lr {aug['settings']['lr']}, batch "
          f"{aug['settings']['batch_size']}, random flips), trained from each of {len(aug['seeds'])} seeds; "
          "precision / recall / F1 on the held-out real test volumes (threshold 0.5)."),

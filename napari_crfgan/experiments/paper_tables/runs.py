@@ -1,9 +1,10 @@
-"""The GAN training behind Tables 1 and 5: both systems with the same options, one run folder each.
+"""The GAN training behind Tables 1 and 5: every system with the same options, one run folder each.
 
 Whether a run starts, resumes or is reused is decided by :func:`~napari_crfgan.training.run_training`
 (resume "auto": a finished checkpoint is reused as it is, an unfinished one continued). This
 module only keeps each run's loss history (``history.json`` beside the checkpoint, for the
-loss figure) and, for the small budget, trains the two systems side by side in two processes.
+loss figure) and, for the small budget, trains the systems side by side, one process each
+(more processes than cores is fine: each has one torch thread, and the OS shares the cores).
 """
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def _train_worker(options: TrainOptions, threads: int | None) -> dict:
 
 
 def train_both(budget: Budget, options: dict[str, TrainOptions], dataset, log) -> dict:
-    """Train both systems: side by side in two worker processes, or one after the other here."""
+    """Train every system of `options`: side by side, one worker process each, or one after the other here."""
     if not budget.parallel_training:
         return {model: train_one(opts, dataset, log) for model, opts in options.items()}
     log(f"training {', '.join(options)} side by side (one process each, {budget.threads or 'default'} thread(s))")
