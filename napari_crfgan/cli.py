@@ -253,6 +253,13 @@ def cmd_paper_tables(args) -> None:
     print(f"wrote {Path(args.out) / 'results.md'}")
 
 
+def cmd_validate_artefacts(args) -> None:
+    from .experiments.validation import artefact_matrix, matrix_markdown
+
+    rows = artefact_matrix(num=args.num, size=args.size, permutations=args.permutations)
+    print(json.dumps(rows) if args.json else matrix_markdown(rows, args.num, args.size))
+
+
 def positive_int(text: str) -> int:
     """argparse type of a count: an error that names the flag instead of a failure later."""
     value = int(text)
@@ -330,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--inject", choices=INJECTIONS, help="corrupt the fake set first (to see each metric react)")
     e.add_argument("--strength", type=float, default=0.3,
                    help="--inject seams: per-slab intensity gain and offset (std) at slab borders")
-    e.add_argument("--sigma", type=float, default=1.0, help="--inject blur: Gaussian sigma in voxels")
+    e.add_argument("--sigma", type=float, default=1.0,
+                   help="--inject blur: Gaussian sigma in voxels; --inject noise: noise std (model units)")
     e.add_argument("--json", action="store_true")
     e.add_argument("--report", help="also write a Markdown report here")
     e.set_defaults(func=cmd_eval)
@@ -355,6 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--json", action="store_true")
     ds.add_argument("--report", help="also write the raw result as JSON here")
     ds.set_defaults(func=cmd_downstream)
+
+    va = sub.add_parser("validate-artefacts", help="the seam and grid tests against injected artefacts (a table)")
+    va.add_argument("--num", type=positive_int, default=24, help="demo-brain volumes a side")
+    va.add_argument("--size", type=int, default=64, help="cube side")
+    va.add_argument("--permutations", type=positive_int, default=500)
+    va.add_argument("--json", action="store_true")
+    va.set_defaults(func=cmd_validate_artefacts)
 
     pt = sub.add_parser("paper-tables", help="train the systems and write the paper's five tables to results.md")
     pt.add_argument("--budget", choices=["tiny", "small", "paper"], default="small",

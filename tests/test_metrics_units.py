@@ -6,7 +6,7 @@ import pytest
 
 from napari_crfgan.evaluation.inject import blur, duplicate, slab_seams
 from napari_crfgan.evaluation.kid import kid, polynomial_mmd2
-from napari_crfgan.evaluation.mmd import mmd, pool_volumes
+from napari_crfgan.evaluation.mmd import median_bandwidth, mmd, pool_volumes
 from napari_crfgan.evaluation.msssim import ms_ssim, msssim_diversity, num_scales
 from napari_crfgan.evaluation.prdc import prdc
 from napari_crfgan.evaluation.report import to_markdown
@@ -76,7 +76,11 @@ def test_kid_is_unbiased_polynomial_mmd():
     want = ((kxx.sum() - np.trace(kxx)) / (30 * 29) + (kyy.sum() - np.trace(kyy)) / (40 * 39)
             - 2 * kxy.mean())
     assert polynomial_mmd2(x, y) == pytest.approx(want)
-    assert kid(x, y, subset_size=30)[0] == pytest.approx(kid(x, y, subset_size=30)[0])
+    # equal subset and set sizes: the full-set estimate, no spread
+    assert kid(x, y[:30], subset_size=30) == (pytest.approx(polynomial_mmd2(x, y[:30])), 0.0)
+    # smaller subsets of y: each is unbiased for the full-set estimate, so their mean converges to it
+    mean, std = kid(x, y, subsets=400, subset_size=30)
+    assert std > 0 and abs(mean - want) < 4 * std / np.sqrt(400)
     # same distribution: mean over many draws is ~0; a shift makes it clearly positive
     same = np.mean([kid(rng.standard_normal((50, 8)), rng.standard_normal((50, 8)))[0]
                     for _ in range(30)])
@@ -94,6 +98,18 @@ def test_mmd_permutation_p_value():
     assert same["p"] > 0.05 and diff["p"] < 0.05
     assert diff["value"] > same["value"]
     assert 1 / 101 <= diff["p"] <= 1
+
+
+def test_mmd_kernel_comes_from_the_real_set_alone():
+    """Two systems scored against one real set get one kernel, whatever they generate."""
+    rng = np.random.default_rng(5)
+    real = rng.normal(0, 0.3, (12, 16, 16, 16)).astype(np.float32)
+    near, far = real + 0.01, real * 3.0
+    bw_real = median_bandwidth(pool_volumes(real))
+    assert mmd(real, near, permutations=10)["bandwidth"] == mmd(real, far, permutations=10)["bandwidth"] == bw_real
+    # a joint-sample median would have stretched the kernel for the far set
+    joint = median_bandwidth(np.concatenate([pool_volumes(real), pool_volumes(far)]))
+    assert joint > 1.5 * bw_real
 
 
 def test_prdc_extremes():

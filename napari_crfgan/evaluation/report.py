@@ -20,7 +20,8 @@ import numpy as np
 from . import features as _features
 from .frechet import frechet_distance
 from .kid import kid
-from .mmd import mmd
+from .artefacts import artefact_tests
+from .mmd import median_bandwidth, mmd, pool_volumes
 from .msssim import msssim_pair_values
 from .prdc import prdc
 from .seams import sdr, sdr_profile
@@ -37,7 +38,11 @@ METRIC_INFO = {
     "density": ("~1", "mean count of real k-NN balls holding a fake, over k (fidelity)"),
     "coverage": ("higher", "fraction of reals with a fake in their k-NN ball (mode collapse)"),
     "msssim_diversity": ("~real", "mean MS-SSIM of random fake pairs; lower = more diverse"),
-    "sdr": ("~real (~1)", "seam discontinuity ratio on the slab grid; higher = seams"),
+    "sdr": ("~real (~1)", "plane-gap ratio on the slab grid (also reacts to the x4 upsampling grid: see seams, grid)"),
+    "seams": ("~0, p > 0.05", "slab-border excess of squared plane gaps along D at the strongest phase, grid part "
+                              "removed, fake minus real; p: permutation test"),
+    "grid": ("~0, p > 0.05", "period-4 component of in-plane squared plane gaps (nearest-upsampling grid), "
+                             "fake minus real; p: permutation test"),
     "sdr_free": ("lower", "max |r(k) - 1| of the fake/real plane-gap ratio profile"),
 }
 
@@ -121,7 +126,7 @@ def _feature_metrics(refs: dict, cands: dict, names: Sequence[str], prdc_name: s
 def _volume_metrics(real: np.ndarray, fake: np.ndarray, refs: Sequence[np.ndarray],
                     cands: Sequence[np.ndarray], *, div_real: np.ndarray,
                     div_fake: np.ndarray, seam_period: int | None, rng_seed: int,
-                    mmd_permutations: int, n_boot: int) -> dict:
+                    mmd_permutations: int, n_boot: int, mmd_bandwidth: float) -> dict:
     """MMD, MS-SSIM diversity and seam metrics.
 
     Count-free or unbiased metrics use the whole sets ``real`` and ``fake``; the
@@ -130,8 +135,9 @@ def _volume_metrics(real: np.ndarray, fake: np.ndarray, refs: Sequence[np.ndarra
     values of random pairs within each set.
     """
     out: dict = {}
-    m = mmd(real, fake, permutations=mmd_permutations, seed=rng_seed)
-    out["mmd"] = {"value": m["value"], "std": m["std"], "p": m["p"]}
+    m = mmd(real, fake, permutations=mmd_permutations, seed=rng_seed, bandwidth=mmd_bandwidth)
+    out["mmd"] = {"value": m["value"], "std": m["std"], "p": m["p"], "bandwidth": m["bandwidth"]}
+    out.update(artefact_tests(real, fake, permutations=mmd_permutations, seed=rng_seed))  # "seams", "grid"
     out["msssim_diversity"] = {"value": float(div_fake.mean()), "std": float(div_fake.std()),
                                "real": float(div_real.mean()), "real_std": float(div_real.std())}
     for axis, name in enumerate("dhw"):
@@ -259,8 +265,9 @@ def evaluate(real, fake, *, features: Sequence[str] = ("shallow", "resnet10"),
     div_b = msssim_pair_values(real_b, pairs=msssim_pairs, seed=rng_seed + 1)
     div_f = msssim_pair_values(fake, pairs=msssim_pairs, seed=rng_seed)
     say("MMD and seams")
+    # one kernel for every comparison with this real set (and its floor): bandwidth from real only
     opts = dict(seam_period=seam_period, rng_seed=rng_seed, mmd_permutations=mmd_permutations,
-                n_boot=n_boot)
+                n_boot=n_boot, mmd_bandwidth=median_bandwidth(pool_volumes(real)))
     result.update(_volume_metrics(real, fake, [real_a, real_b], [fake[c] for c in chunks],
                                   div_real=np.concatenate([div_a, div_b]), div_fake=div_f,
                                   **opts))

@@ -48,7 +48,7 @@ def model_size(source: str, default: int) -> int:
 # A demo name given as the fake set draws volumes of its own, never the real ones: a set
 # compared with itself sits below the real-vs-real floor and hides what it should show.
 FAKE_DEMO_SEED = 1
-INJECTIONS = ("seams", "blur", "duplicate")
+INJECTIONS = ("seams", "blur", "duplicate", "grid", "noise")
 
 
 def evaluate_sources(real: str, fake: str, num: int | None = None, num_real: int | None = None, size: int = 64,
@@ -59,9 +59,11 @@ def evaluate_sources(real: str, fake: str, num: int | None = None, num_real: int
     """`crfgan eval`: every metric of `evaluation.evaluate` for a fake source against a real one.
 
     features: comma-separated extractors; `medicalnet:PATH` adds a local MedicalNet file.
-    inject: corrupt the fake set first (seams, blur or duplicate), to watch the metrics react.
+    inject: corrupt the fake set first (seams, blur, duplicate, a nearest x4 grid or additive noise of std
+        `sigma`), to watch the metrics react.
     """
     from ..evaluation import blur, duplicate, evaluate, slab_seams
+    from ..evaluation.inject import nearest_grid, noise
 
     size = model_size(fake, model_size(real, size))
     real_v, real_modality = load_volumes(real, size, num=num_real, modality=modality)
@@ -71,6 +73,10 @@ def evaluate_sources(real: str, fake: str, num: int | None = None, num_real: int
         fake_v = slab_seams(fake_v, period=size // 8, strength=strength)
     elif inject == "blur":
         fake_v = blur(fake_v, sigma=sigma)
+    elif inject == "grid":
+        fake_v = nearest_grid(fake_v, 4, 0.5)
+    elif inject == "noise":
+        fake_v = noise(fake_v, sigma)
     elif inject == "duplicate":
         fake_v = duplicate(fake_v, n_distinct=max(1, len(fake_v) // 10))
     elif inject is not None:
