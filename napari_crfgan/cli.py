@@ -223,7 +223,7 @@ def cmd_eval(args) -> None:
     result = evaluate_sources(args.real, args.fake, num=args.num, num_real=args.num_real, size=args.size,
                               modality=args.modality, label=args.label, seed=args.seed, features=args.features,
                               seeds=args.seeds, inject=args.inject, strength=args.strength, sigma=args.sigma,
-                              progress=lambda msg: print(msg, file=sys.stderr))
+                              train=args.train, progress=lambda msg: print(msg, file=sys.stderr))
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(f"# crfgan eval: {args.fake} vs {args.real}\n\n{to_markdown(result)}\n")
@@ -321,7 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     bs.set_defaults(func=cmd_bench_sample)
 
     e = sub.add_parser("eval", help="realism, diversity and seam metrics of generated vs real volumes")
-    e.add_argument("--real", required=True, help=f"dataset folder or {DEMO_SOURCES}")
+    e.add_argument("--real", required=True, help=f"dataset folder or {DEMO_SOURCES} (best: held out from training)")
+    e.add_argument("--train", help="the generator's training volumes (default: what a checkpoint records): adds "
+                                   "the memorisation block")
     e.add_argument("--fake", required=True, help="folder of generated volumes, a checkpoint, or a demo name "
                    "(its own volumes, drawn independently of --real's)")
     e.add_argument("--num", type=positive_int,

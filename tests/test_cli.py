@@ -92,8 +92,14 @@ def test_eval_demo_floor_seams_and_blur():
     seams, floor = run("--inject", "seams")
     assert seams["kid_shallow"]["value"] > floor["kid_shallow"]["value"] + 0.005
     assert seams["sdr_d"]["ci"][0] > 0.5
+    assert seams["seams"]["p"] < 0.05 and seams["grid"]["p"] >= 0.05 and plain["seams"]["p"] >= 0.05
     blurred, _ = run("--inject", "blur")
     assert ci_holds_zero(blurred["sdr_d"])
+    gridded, _ = run("--inject", "grid", "--train", "demo-brain")
+    assert gridded["grid"]["p"] < 0.05 and gridded["seams"]["p"] >= 0.05
+    # memorisation against demo-brain's own draw: the real set IS the training set here, and says so
+    assert gridded["split"] == {"real": "demo-brain", "train": "demo-brain", "held_out": False}
+    assert 0 <= gridded["memorisation"]["value"] <= 1 and len(gridded["memorisation"]["nearest_train"]) == 16
     # the fake demo volumes are drawn on their own, not the real ones again
     real, _ = load_volumes("demo-brain", 64, num=2)
     fake, _ = load_volumes("demo-brain", 64, num=2, demo_seed=1)

@@ -39,6 +39,8 @@ METRIC_INFO = {
     "coverage": ("higher", "fraction of reals with a fake in their k-NN ball (mode collapse)"),
     "msssim_diversity": ("~real", "mean MS-SSIM of random fake pairs; lower = more diverse"),
     "sdr": ("~real (~1)", "plane-gap ratio on the slab grid (also reacts to the x4 upsampling grid: see seams, grid)"),
+    "memorisation": ("~0.05", "fraction of samples closer to a training volume than 95% of held-out real "
+                              "volumes are (pooled 16^3 voxels)"),
     "seams": ("~0, p > 0.05", "slab-border excess of squared plane gaps along D at the strongest phase, grid part "
                               "removed, fake minus real; p: permutation test"),
     "grid": ("~0, p > 0.05", "period-4 component of in-plane squared plane gaps (nearest-upsampling grid), "
@@ -289,7 +291,7 @@ def evaluate(real, fake, *, features: Sequence[str] = ("shallow", "resnet10"),
 def metric_keys(result: dict) -> list[str]:
     """The metric names of an :func:`evaluate` result, in table order."""
     return [k for k, v in result.items()
-            if k not in ("real_vs_real", "counts", "meta") and isinstance(v, dict)]
+            if k not in ("real_vs_real", "counts", "meta", "split") and isinstance(v, dict)]
 
 
 def _fmt(x) -> str:
@@ -328,9 +330,13 @@ def to_markdown(result: dict) -> str:
     beside each metric, plus the direction that is better."""
     counts = result.get("counts", {})
     floor = result.get("real_vs_real", {})
+    split = result.get("split")
     lines = [
         f"Generated: {counts.get('fake', '?')} volumes; real: {counts.get('real', '?')} "
         f"(floor: two halves of {counts.get('real_half', '?')}).",
+        *([f"Real set {split['real']}; training set {split['train'] or 'unknown'}: "
+           + ("held out." if split["held_out"] else "NOT held out (the generator saw these volumes).")]
+          if split else []),
         "",
         "| metric | fake vs real | real vs real (floor) | better |",
         "|---|---|---|---|",

@@ -54,11 +54,15 @@ INJECTIONS = ("seams", "blur", "duplicate", "grid", "noise")
 def evaluate_sources(real: str, fake: str, num: int | None = None, num_real: int | None = None, size: int = 64,
                      modality: str | None = None, label: int | str | None = None, seed: int = 0,
                      features: str = "shallow,resnet10", seeds: int = 3, inject: str | None = None,
-                     strength: float = 0.3, sigma: float = 1.0,
+                     strength: float = 0.3, sigma: float = 1.0, train: str | None = None,
                      progress: Callable[[str], None] | None = None) -> dict:
     """`crfgan eval`: every metric of `evaluation.evaluate` for a fake source against a real one.
 
     features: comma-separated extractors; `medicalnet:PATH` adds a local MedicalNet file.
+    train: the generator's training volumes (a folder or demo name): adds the memorisation block,
+        with `real` as the held-out set. Without it, a checkpoint's own training source is used
+        when it is a folder or demo set that can be read here.
+    The result's `split` block says whether `real` was held out from training.
     inject: corrupt the fake set first (seams, blur, duplicate, a nearest x4 grid or additive noise of std
         `sigma`), to watch the metrics react.
     """
@@ -87,4 +91,27 @@ def evaluate_sources(real: str, fake: str, num: int | None = None, num_real: int
     result = evaluate(real_v, fake_v, features=names, medicalnet=medicalnet, seeds=tuple(range(seeds)),
                       progress=progress)
     result.setdefault("meta", {})["sources"] = {"real": real, "fake": fake, "inject": inject, "size": size}
+    train_count = None
+    if train is None:
+        train, train_count = _training_source(fake)
+    # a demo name is the same draw (demo seed 0) whatever its count: then real overlaps training
+    result["split"] = {"real": real, "train": train, "held_out": train is not None and train != real}
+    if train is not None:
+        from ..evaluation.memorisation import memorisation
+
+        train_v, _ = load_volumes(train, size, num=train_count, modality=real_modality)
+        result["memorisation"] = memorisation(train_v, real_v, fake_v)
     return result
+
+
+def _training_source(fake: str) -> tuple[str | None, int | None]:
+    """The training data source (and, for demo sets, the count) a checkpoint records, when readable here."""
+    if not is_checkpoint(fake):
+        return None, None
+    from ..runtime import load_checkpoint
+
+    data = load_checkpoint(fake).data
+    source = data.get("source")
+    if source and source.startswith("demo-"):
+        return source, data.get("count")
+    return (source, None) if source and Path(source).is_dir() else (None, None)
