@@ -269,6 +269,7 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # long but flat: one block of flags per command, nothing else
     from .experiments.demo import DemoOptions
     from .experiments.sources import INJECTIONS
     from .model import PRESETS, SYSTEMS

@@ -143,6 +143,7 @@ class VolumeDataset(Dataset):
     skipped : [(relative name, reason)] of the files that were not used.
     """
 
+    # long: validation, preprocessing and caching of every file happen here, before any training
     def __init__(
         self,
         source: str | os.PathLike,

@@ -227,6 +227,7 @@ def _tree_segments(rng, start, direction, length, radius, depth, spread=0.55, de
     return segments
 
 
+# long: one procedural phantom, drawn structure by structure (body, ribs, spine, lungs, heart, nodules)
 def make_chest_phantom(
     seed: int, nodule: bool = False, shape=CHEST_SHAPE, spacing=CHEST_SPACING
 ) -> tuple[np.ndarray, list[dict]]:

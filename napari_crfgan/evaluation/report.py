@@ -159,6 +159,7 @@ def _volume_metrics(real: np.ndarray, fake: np.ndarray, refs: Sequence[np.ndarra
     return out
 
 
+# long: about half of it is the docstring, the rest one straight sequence of metrics
 def evaluate(real, fake, *, features: Sequence[str] = ("shallow", "resnet10"),
              seeds: Sequence[int] = (0, 1, 2), medicalnet: str | None = None,
              seam_period: int | None = None, rng_seed: int = 0, batch_size: int | None = None,

@@ -120,7 +120,7 @@ class LossPlot(FigureCanvasQTAgg):
 
 
 class TrainWidget(QWidget):
-    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:  # long: the form, one row per field
         super().__init__()
         self.viewer = viewer
         self.state = state_for(viewer)
