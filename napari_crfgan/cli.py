@@ -94,13 +94,16 @@ def _with_progress(options, run):
     """Call `run(on_report, should_stop)` with a tqdm bar over the iterations and Ctrl-C as stop."""
     from tqdm import tqdm
 
+    from .model import system_spec
+
+    shown = system_spec(options.model).loss_labels  # the losses; diagnostics stay in the reports
     stop = _Stop()
     previous = signal.signal(signal.SIGINT, stop)
     try:
         with tqdm(total=options.iterations, desc=f"{options.model} {options.preset}", unit="it") as bar:
             def on_report(report) -> None:
                 bar.n = report.iteration
-                bar.set_postfix({k: f"{v:.3f}" for k, v in report.losses.items()}, refresh=False)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in report.losses.items() if k in shown}, refresh=False)
                 bar.refresh()
 
             result = run(on_report, lambda: stop.requested)
