@@ -167,7 +167,7 @@ def cmd_params(args) -> None:
     from .model import get_config, parameter_summary
     from .model.flops import network_macs, step_macs
 
-    cfg = get_config(args.preset, **({"step": args.step} if args.step else {}))
+    cfg = get_config(args.preset, step=args.step)
     result = {"model": args.model, "preset": args.preset, **parameter_summary(args.model, cfg),
               "macs": {"networks": network_macs(args.model, cfg),
                        "step": {"batch": args.batch_size, "total": step_macs(args.model, cfg, args.batch_size),

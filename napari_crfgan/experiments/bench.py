@@ -32,14 +32,11 @@ from ..runtime import PeakMemory, resolve_device, torch_threads
 RATIOS = (("crfgan", "hagan"), ("crfgan-nocrf", "hagan"), ("crfgan", "crfgan-nocrf"))
 
 
-def _config(preset: str, step: str | None):
-    return get_config(preset, **({"step": step} if step else {}))
-
-
 def _measure(model: str, preset: str, batch_size: int, iterations: int, device: str, seed: int,
              threads: int | None, step: str | None = None) -> dict:
     with torch_threads(threads):  # flush-to-zero as the trainer has it on CPU
-        return _measure_steps(model, _config(preset, step), batch_size, iterations, resolve_device(device), seed)
+        cfg = get_config(preset, step=step)
+        return _measure_steps(model, cfg, batch_size, iterations, resolve_device(device), seed)
 
 
 def _static_bytes(system, optimizers) -> int:
@@ -131,7 +128,7 @@ def bench(preset: str, batch_size: int = 2, iterations: int = 20, device: str = 
     return {
         "device": device_name(dev, threads),
         "preset": preset,
-        "step": _config(preset, step).step,
+        "step": get_config(preset, step=step).step,
         "batch_size": batch_size,
         "iterations": iterations,
         "repeats": repeats,

@@ -173,9 +173,11 @@ PRESETS: dict[str, ModelConfig] = {
 
 
 def get_config(preset: str, **overrides) -> ModelConfig:
-    """The named preset, with optional field overrides (e.g. num_classes=2)."""
+    """The named preset, with optional field overrides (e.g. num_classes=2); an override of None
+    means "the preset's value" (no config field is optional), so flags left unset pass straight in."""
     try:
         cfg = PRESETS[preset]
     except KeyError:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}") from None
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(cfg, **overrides) if overrides else cfg

@@ -68,7 +68,7 @@ class TrainOptions:
             raise ValueError("choose a data folder or a demo set (data)")
         if self.model not in SYSTEMS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(SYSTEMS)}")
-        get_config(self.preset, **({"step": self.step} if self.step else {}))
+        get_config(self.preset, step=self.step)
         if self.threads is not None and self.threads < 1:
             raise ValueError("threads must be at least 1")
         for name in ("iterations", "batch_size", "checkpoint_every"):

@@ -37,11 +37,8 @@ def prepare_dataset(options: TrainOptions, progress: Callable[[int, int], None] 
 
 
 def _config_for(options: TrainOptions, dataset: VolumeDataset):
-    overrides = {"num_classes": dataset.num_classes if options.conditional else 0}
-    for name in ("lr_g", "lr_d", "lr_e", "step"):
-        if getattr(options, name) is not None:
-            overrides[name] = getattr(options, name)
-    return get_config(options.preset, **overrides)
+    return get_config(options.preset, num_classes=dataset.num_classes if options.conditional else 0,
+                      **{name: getattr(options, name) for name in ("lr_g", "lr_d", "lr_e", "step")})
 
 
 def _iteration_seed(seed: int, iteration: int) -> int:
