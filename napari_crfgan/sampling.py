@@ -17,6 +17,11 @@ from .model import display_name
 from .runtime import Checkpoint, load_checkpoint, resolve_device
 
 
+def sample_path(folder: str | Path, seed: int) -> Path:
+    """Where `crfgan sample` and the demo write the volume of latent seed `seed`."""
+    return Path(folder) / f"sample_seed{seed:04d}.nii.gz"
+
+
 @dataclass
 class GeneratedVolume:
     data: np.ndarray  # (D, H, W) float32 in the modality's units (HU for CT)
@@ -139,7 +144,7 @@ class Sampler:
         paths = []
         for i in range(num):
             (vol,) = self.sample(1, seed=seed + i, label=label, chunk=chunk)
-            paths.append(vol.save(Path(out) / f"sample_seed{vol.seed:04d}.nii.gz"))
+            paths.append(vol.save(sample_path(out, vol.seed)))
             if progress is not None:
                 progress(i + 1, num)
         return paths

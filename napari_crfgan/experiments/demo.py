@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..sampling import Sampler
+from ..sampling import Sampler, sample_path
 from ..training import TrainOptions, TrainReport, prepare_dataset, run_training
 from ..training.options import option
 from .montage import montage, write_png
@@ -49,7 +49,7 @@ def run_demo(options: DemoOptions | None = None, on_report: Callable[[TrainRepor
     sampler = Sampler(result.checkpoint_path, device=options.device)
     volumes = sampler.sample(options.num, seed=options.seed)
     sample_dir = Path(options.out) / "samples"
-    paths = [v.save(sample_dir / f"sample_seed{v.seed:04d}.nii.gz") for v in volumes]
+    paths = [v.save(sample_path(sample_dir, v.seed)) for v in volumes]
     real = [dataset[i][0].numpy() for i in range(min(options.num, len(dataset)))]
     png = write_png(Path(options.out) / "montage.png", montage([real, [v.model_units for v in volumes]]))
     log(f"samples ({sampler.cfg.size}^3, {sampler.spacing[0]:.2f} mm voxels): {sample_dir}")
