@@ -38,6 +38,8 @@ def cases(fake: np.ndarray, period: int) -> dict[str, tuple[np.ndarray, set[str]
 
 def artefact_matrix(num: int = 24, size: int = 64, data: str = "demo-brain", permutations: int = 500) -> list[dict]:
     """One row per case: each test's value and p, what was expected and whether it held."""
+    if 1 / (1 + permutations) >= ALPHA:  # the smallest p a permutation test can give is 1 / (1 + n)
+        raise ValueError(f"permutations must be at least {int(1 / ALPHA)} for a p-value below {ALPHA}")
     def load(seed: int) -> np.ndarray:
         ds = VolumeDataset(data, size=size, demo_count=num, demo_seed=seed)
         return np.stack([ds[i][0].numpy() for i in range(len(ds))])
