@@ -85,7 +85,8 @@ def _prepare(options):
                 bar.close()
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    print(f"data: {len(dataset)} volumes from {options.data} ({dataset.modality}, "
+    part = f" (the train list of {dataset.split['path']})" if dataset.split else ""
+    print(f"data: {len(dataset)} volumes from {options.data}{part} ({dataset.modality}, "
           f"{dataset.spacing[0]:.2f} mm voxels at {dataset.size}^3)", file=sys.stderr)
     return dataset
 
@@ -219,6 +220,15 @@ def cmd_bench_sample(args) -> None:
     print(f"chunked / one pass peak memory: {r['peak_memory_ratio']}, max abs difference {r['max_abs_diff']:.2e}")
 
 
+def cmd_split(args) -> None:
+    from .data import SplitOptions, make_split, write_split
+
+    o = options_from(args, SplitOptions)
+    split = make_split(o.data, (o.train, o.val, o.test), seed=o.seed, demo_count=o.demo_count)
+    path = write_split(split, o.out, force=o.force)
+    print(f"{split.describe()}\nwrote {path}; crfgan train --out {o.out} trains on the train list")
+
+
 def cmd_eval(args) -> None:
     from .evaluation import to_markdown
     from .experiments.sources import evaluate_sources
@@ -229,7 +239,7 @@ def cmd_eval(args) -> None:
                               train=args.train, progress=lambda msg: print(msg, file=sys.stderr))
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(f"# crfgan eval: {args.fake} vs {args.real}\n\n{to_markdown(result)}\n")
+        Path(args.report).write_text(f"# crfgan eval: {args.fake}\n\n{to_markdown(result)}\n")
     print(json.dumps(result) if args.json else to_markdown(result))
 
 
@@ -273,6 +283,7 @@ def positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     # long but flat: one block of flags per command, nothing else
+    from .data import SplitOptions
     from .experiments.demo import DemoOptions
     from .experiments.sources import INJECTIONS
     from .model import PRESETS, SYSTEMS
@@ -324,8 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--json", action="store_true")
     bs.set_defaults(func=cmd_bench_sample)
 
+    sp = sub.add_parser("split", help="write train / validation / test lists of a dataset into a run folder")
+    add_options(sp, SplitOptions)
+    sp.set_defaults(func=cmd_split)
+
     e = sub.add_parser("eval", help="realism, diversity and seam metrics of generated vs real volumes")
-    e.add_argument("--real", required=True, help=f"dataset folder or {DEMO_SOURCES} (best: held out from training)")
+    e.add_argument("--real", help=f"dataset folder or {DEMO_SOURCES} (default, and for the checkpoint's own data: "
+                                  "the test list of the split it was trained on)")
     e.add_argument("--train", help="the generator's training volumes (default: what a checkpoint records): adds "
                                    "the memorisation block")
     e.add_argument("--fake", required=True, help="folder of generated volumes, a checkpoint, or a demo name "
@@ -397,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     from .training import TrainingError
     try:
         args.func(args)
-    except (DatasetError, CheckpointError, TrainingError, ValueError, FileNotFoundError, PermissionError) as e:
+    except (DatasetError, CheckpointError, TrainingError, ValueError, FileNotFoundError, FileExistsError,
+            PermissionError) as e:
         print(f"crfgan: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

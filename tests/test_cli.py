@@ -97,9 +97,10 @@ def test_eval_demo_floor_seams_and_blur():
     assert ci_holds_zero(blurred["sdr_d"])
     gridded, _ = run("--inject", "grid", "--train", "demo-brain")
     assert gridded["grid"]["p"] < 0.05 and gridded["seams"]["p"] >= 0.05
-    # memorisation against demo-brain's own draw: the real set IS the training set here, and says so
-    assert gridded["split"] == {"real": "demo-brain", "train": "demo-brain", "held_out": False}
-    assert 0 <= gridded["memorisation"]["value"] <= 1 and len(gridded["memorisation"]["nearest_train"]) == 16
+    # demo-brain's own draw as --train: the real set IS the training set here, and the report says so
+    # (memorisation needs held-out volumes, so it is left out rather than computed against the copies)
+    assert gridded["split"]["held_out"] is False and "own training set" in gridded["split"]["note"]
+    assert "memorisation" not in gridded
     # the fake demo volumes are drawn on their own, not the real ones again
     real, _ = load_volumes("demo-brain", 64, num=2)
     fake, _ = load_volumes("demo-brain", 64, num=2, demo_seed=1)

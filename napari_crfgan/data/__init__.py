@@ -15,6 +15,8 @@ _EXPORTS = {
     "write_nifti": "nifti",
     "Preprocessing": "preprocess", "from_modality_units": "preprocess", "preprocess_volume": "preprocess",
     "to_modality_units": "preprocess",
+    "SPLIT_NAME": "split", "Split": "split", "SplitOptions": "split", "find_split": "split", "make_split": "split",
+    "read_split": "split", "training_dataset": "split", "write_split": "split",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -33,7 +33,7 @@ import os
 import statistics
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -128,6 +128,8 @@ class VolumeDataset(Dataset):
     progress : optional ``progress(done, total)`` called after each file is prepared
         (for a demo set generated on first use, first after each generated volume).
     demo_count, demo_seed : number of volumes and seed of a demo set.
+    files : only these relative names of the source (a part of a :class:`~.split.Split`);
+        a name that is not there is an error.
 
     Attributes
     ----------
@@ -141,6 +143,7 @@ class VolumeDataset(Dataset):
     spacings : isotropic spacing (s, s, s) in mm of each preprocessed item.
     spacing : median of those, (s, s, s) mm.
     skipped : [(relative name, reason)] of the files that were not used.
+    split : the split record when the volumes are one part of a split (else None).
     """
 
     # long: validation, preprocessing and caching of every file happen here, before any training
@@ -154,8 +157,10 @@ class VolumeDataset(Dataset):
         progress: Callable[[int, int], None] | None = None,
         demo_count: int | None = None,
         demo_seed: int = 0,
+        files: Sequence[str] | None = None,
     ):
         self.size = int(size)
+        self.split: dict | None = None
         self.conditional = bool(conditional)
         self.cache = VolumeCache(cache_dir)
         if modality is not None:
@@ -181,6 +186,8 @@ class VolumeDataset(Dataset):
         paths = find_volume_files(self.folder)
         if not paths:
             raise DatasetError(f"No volume files (.nii, .nii.gz or .npy) were found in {self.folder}.")
+        if files is not None:
+            paths = self._only(paths, files)
 
         labels_path = self.folder / LABELS_FILE
         raw_labels = read_labels_csv(labels_path) if labels_path.is_file() else None
@@ -243,6 +250,19 @@ class VolumeDataset(Dataset):
         self.spacing = (s, s, s)
 
     # ------------------------------------------------------------------ building
+    def _only(self, paths: list[Path], files: Sequence[str]) -> list[Path]:
+        by_name = {p.relative_to(self.folder).as_posix(): p for p in paths}
+        wanted = [_norm_rel(str(f)) for f in files]
+        missing = [f for f in wanted if f not in by_name]
+        if missing:
+            raise DatasetError(f"{len(missing)} file(s) of the split are not in {self.folder} "
+                               f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); "
+                               "was the folder changed after the split was made?")
+        if not wanted:
+            raise DatasetError("the split part is empty")
+        keep = set(wanted)
+        return [p for p in paths if p.relative_to(self.folder).as_posix() in keep]
+
     def _prepare(self, path: Path) -> tuple[Path, dict]:
         """Cached preprocessed array of one file: ``(npy path, metadata)``."""
         digest = file_digest(path)
@@ -320,6 +340,7 @@ class VolumeDataset(Dataset):
             "class_names": list(self.class_names),  # same list, the name the sampler reads
             "conditional": self.conditional,
             "num_classes": self.num_classes,
+            **({"split": self.split} if self.split is not None else {}),
         }
 
     def __repr__(self) -> str:

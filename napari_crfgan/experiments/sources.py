@@ -32,8 +32,7 @@ def load_volumes(source: str, size: int, num: int | None = None, modality: str |
         return np.stack(volumes), sampler.modality
     dataset = VolumeDataset(source, size=size, modality=modality, demo_count=num,
                             demo_seed=demo_seed)
-    count = len(dataset) if num is None else min(num, len(dataset))
-    return np.stack([dataset[i][0].numpy() for i in range(count)]), dataset.modality
+    return _stack(dataset, num), dataset.modality
 
 
 def model_size(source: str, default: int) -> int:
@@ -51,7 +50,7 @@ FAKE_DEMO_SEED = 1
 INJECTIONS = ("seams", "blur", "duplicate", "grid", "noise")
 
 
-def evaluate_sources(real: str, fake: str, num: int | None = None, num_real: int | None = None, size: int = 64,
+def evaluate_sources(real: str | None, fake: str, num: int | None = None, num_real: int | None = None, size: int = 64,
                      modality: str | None = None, label: int | str | None = None, seed: int = 0,
                      features: str = "shallow,resnet10", seeds: int = 3, inject: str | None = None,
                      strength: float = 0.3, sigma: float = 1.0, train: str | None = None,
@@ -62,15 +61,27 @@ def evaluate_sources(real: str, fake: str, num: int | None = None, num_real: int
     train: the generator's training volumes (a folder or demo name): adds the memorisation block,
         with `real` as the held-out set. Without it, a checkpoint's own training source is used
         when it is a folder or demo set that can be read here.
-    The result's `split` block says whether `real` was held out from training.
+    real: a folder or demo name; None (or the checkpoint's own data source) with a checkpoint trained on
+        a split: the split's test list.
+    The result's `split` block says whether `real` was held out from training (True, False: its own
+    training set, None: unknown).
     inject: corrupt the fake set first (seams, blur, duplicate, a nearest x4 grid or additive noise of std
         `sigma`), to watch the metrics react.
     """
     from ..evaluation import blur, duplicate, evaluate, slab_seams
     from ..evaluation.inject import nearest_grid, noise
 
-    size = model_size(fake, model_size(real, size))
-    real_v, real_modality = load_volumes(real, size, num=num_real, modality=modality)
+    split = _recorded_split(fake)
+    size = model_size(fake, model_size(real or "", size))
+    if split is not None and (not real or split.matches(real, None)):
+        # the checkpoint's own held-out list: never a volume it was trained on
+        test = split.dataset("test", size, modality=modality)
+        real_v, real_modality = _stack(test, num_real), test.modality
+        real = f"{split.source} (test list, {len(real_v)} volumes)"
+    elif not real:
+        raise ValueError("give --real (the checkpoint records no split with a held-out test list)")
+    else:
+        real_v, real_modality = load_volumes(real, size, num=num_real, modality=modality)
     fake_v, _ = load_volumes(fake, size, num=num, modality=real_modality, seed=seed, label=label,
                              demo_seed=FAKE_DEMO_SEED)
     if inject == "seams":
@@ -91,17 +102,49 @@ def evaluate_sources(real: str, fake: str, num: int | None = None, num_real: int
     result = evaluate(real_v, fake_v, features=names, medicalnet=medicalnet, seeds=tuple(range(seeds)),
                       progress=progress)
     result.setdefault("meta", {})["sources"] = {"real": real, "fake": fake, "inject": inject, "size": size}
+    result["split"], train_v = _train_side(split, train, real, fake, size, real_modality)
+    if train_v is not None:
+        from ..evaluation.memorisation import memorisation
+
+        result["memorisation"] = memorisation(train_v, real_v, fake_v)
+    return result
+
+
+def _stack(dataset, num: int | None = None) -> np.ndarray:
+    count = len(dataset) if num is None else min(num, len(dataset))
+    return np.stack([dataset[i][0].numpy() for i in range(count)])
+
+
+def _recorded_split(fake: str):
+    """The split a checkpoint was trained on (None for other sources or runs without one)."""
+    if not is_checkpoint(fake):
+        return None
+    from ..data import Split
+    from ..runtime import load_checkpoint
+
+    record = load_checkpoint(fake).data.get("split")
+    return Split.from_record(record) if isinstance(record, dict) else None
+
+
+def _train_side(split, train: str | None, real: str, fake: str, size: int, modality: str):
+    """The report's `split` block (what `real` is, relative to the training data) and the training volumes."""
+    if split is not None and train is None:
+        block = {"real": real, "train": f"{split.source} (train list, {len(split.parts['train'])} volumes)",
+                 "held_out": True, "split": {k: v for k, v in split.record().items() if k != "parts"}
+                 | {"counts": split.counts()}}
+        return block, _stack(split.dataset("train", size, modality=modality))
     train_count = None
     if train is None:
         train, train_count = _training_source(fake)
     # a demo name is the same draw (demo seed 0) whatever its count: then real overlaps training
-    result["split"] = {"real": real, "train": train, "held_out": train is not None and train != real}
-    if train is not None:
-        from ..evaluation.memorisation import memorisation
-
-        train_v, _ = load_volumes(train, size, num=train_count, modality=real_modality)
-        result["memorisation"] = memorisation(train_v, real_v, fake_v)
-    return result
+    held_out = None if train is None else train != real
+    block = {"real": real, "train": train, "held_out": held_out}
+    if held_out is False:
+        block["note"] = "evaluated against its own training set: realism is flattered, memorisation not measurable"
+    if train is None or held_out is False:
+        return block, None
+    train_v, _ = load_volumes(train, size, num=train_count, modality=modality)
+    return block, train_v
 
 
 def _training_source(fake: str) -> tuple[str | None, int | None]:

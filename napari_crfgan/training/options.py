@@ -51,6 +51,8 @@ class TrainOptions:
     lr_e: float | None = option(None, "encoder learning rate (default: the preset's)")
     preview_every: int = option(0, "a preview volume in the report every K iterations (0: never)", cli=False)
     demo_count: int | None = option(None, "number of demo volumes to generate (default: the demo's)")
+    split: str = option("auto", "train on the train list of a split (crfgan split): auto: <out>/split.json when "
+                                "it exists; none: every volume; or the path of a split.json")
     threads: int | None = option(None, "torch CPU threads (default: torch's; 1 is much faster when other jobs "
                                        "share the cores)")
 

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from ..data import VolumeDataset, to_modality_units
+from ..data import DatasetError, VolumeDataset, find_split, to_modality_units
 from ..model import build_system, get_config
 from ..runtime import Checkpoint, PeakMemory, load_checkpoint, resolve_device, save_checkpoint, torch_threads
 from .options import TrainOptions, TrainReport
@@ -31,9 +31,14 @@ class TrainingError(RuntimeError):
 def prepare_dataset(options: TrainOptions, progress: Callable[[int, int], None] | None = None) -> VolumeDataset:
     """Load (and cache) the training volumes; raises DatasetError before any training."""
     size = get_config(options.preset).size
-    return VolumeDataset(options.data, size=size, modality=options.modality,
-                         conditional=options.conditional, progress=progress,
-                         demo_count=options.demo_count)
+    kw = dict(modality=options.modality, conditional=options.conditional, progress=progress)
+    split = find_split(options.split, options.out)
+    if split is None:
+        return VolumeDataset(options.data, size=size, demo_count=options.demo_count, **kw)
+    if not split.matches(options.data, options.demo_count):
+        raise DatasetError(f"{split.path} splits {split.source} (demo count {split.demo_count}), not "
+                           f"{options.data}; train with --split none or make a split of this data")
+    return split.dataset("train", size, **kw)
 
 
 def _config_for(options: TrainOptions, dataset: VolumeDataset):
