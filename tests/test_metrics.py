@@ -15,7 +15,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from napari_crfgan.evaluation import evaluate, to_markdown
+from napari_crfgan.evaluation import INTERVALS, evaluate, metric_keys, to_markdown
 from napari_crfgan.evaluation.features import (
     extract,
     load_medicalnet_state_dict,
@@ -289,6 +289,14 @@ def test_evaluate_result_shape_and_markdown(report):
     assert "real vs real" in md
     for k in keys:
         assert f"| {k} |" in md
+    # every metric says what its "±" is, in the one vocabulary, on its own table row
+    assert set(report["intervals"]) == set(metric_keys(report)) >= set(keys)
+    for k in keys:
+        assert report["intervals"][k] in INTERVALS.values(), k
+        assert f"| {report['intervals'][k]} |" in next(line for line in md.splitlines() if line.startswith(f"| {k} |"))
+    assert report["intervals"]["fd_resnet10"] == INTERVALS["extractor_seeds"]
+    assert report["intervals"]["mmd"] == INTERVALS["permutation_null"]
+    assert report["intervals"]["sdr_h"] == INTERVALS["bootstrap_ci"]
 
 
 def test_evaluate_sees_seams_at_small_n(sets):

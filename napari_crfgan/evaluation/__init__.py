@@ -23,8 +23,9 @@ from .inject import blur, duplicate, slab_seams
 from .kid import kid
 from .mmd import mmd
 from .msssim import ms_ssim, msssim_diversity
+from .paired import bootstrap_indices, paired_bootstrap, seed_spread
 from .prdc import prdc
-from .report import METRIC_INFO, evaluate, metric_keys, to_markdown
+from .report import INTERVALS, METRIC_INFO, evaluate, interval_meanings, metric_keys, to_markdown
 from .seams import plane_gaps, sdr, sdr_profile
 
 __all__ = [
@@ -32,6 +33,11 @@ __all__ = [
     "to_markdown",
     "metric_keys",
     "METRIC_INFO",
+    "INTERVALS",
+    "interval_meanings",
+    "paired_bootstrap",
+    "bootstrap_indices",
+    "seed_spread",
     "extract",
     "normalise",
     "rms_scale",

@@ -26,7 +26,7 @@ from .msssim import msssim_pair_values
 from .prdc import prdc
 from .seams import sdr, sdr_profile
 
-__all__ = ["evaluate", "to_markdown", "METRIC_INFO", "metric_keys"]
+__all__ = ["evaluate", "to_markdown", "METRIC_INFO", "INTERVALS", "interval_meanings", "metric_keys"]
 
 #: Metric name prefix -> (which direction is better, one-line meaning).
 METRIC_INFO = {
@@ -47,6 +47,55 @@ METRIC_INFO = {
                              "fake minus real; p: permutation test"),
     "sdr_free": ("lower", "max |r(k) - 1| of the fake/real plane-gap ratio profile"),
 }
+
+
+#: The one vocabulary for what a metric's spread ("std", printed as "±") or interval means.
+#: Each value is the exact string stored in ``evaluate(...)["intervals"][key]`` (and in
+#: :mod:`~napari_crfgan.evaluation.paired` results), so readers can compare by equality.
+INTERVALS = {
+    "extractor_seeds": "std over feature-extractor seeds",
+    "fixed": "none: one fixed network (std 0)",
+    "permutation_null": "std under the permutation null",
+    "sample_pairs": "std over random sample pairs",
+    "bootstrap": "bootstrap std over volumes",
+    "bootstrap_ci": "bootstrap std over volumes; [lo, hi]: bootstrap 95% CI of fake - real over volumes",
+    "none": "none (no spread reported; p: permutation test where given)",
+    "paired_bootstrap": "paired bootstrap 95% percentile CI over samples (a - b)",
+    "training_seeds": "std over training seeds (ddof=1)",
+}
+
+
+def _interval_key(key: str, fixed_features: Sequence[str] = (), single_seed: bool = False,
+                  prdc_features: str | None = None) -> str:
+    """The :data:`INTERVALS` code of metric ``key``'s "std" in an :func:`evaluate` result."""
+    if key.startswith(("fd_", "kid_")):
+        name = key.split("_", 1)[1]
+        return "fixed" if single_seed or name in fixed_features else "extractor_seeds"
+    if key in ("precision", "recall", "density", "coverage"):
+        return "fixed" if single_seed or prdc_features in fixed_features else "extractor_seeds"
+    if key == "mmd":
+        return "permutation_null"
+    if key == "msssim_diversity":
+        return "sample_pairs"
+    if key.startswith("sdr_free"):
+        return "bootstrap"
+    if key.startswith("sdr_"):
+        return "bootstrap_ci"
+    return "none"  # seams, grid (null_std + p), memorisation and anything added later
+
+
+def interval_meanings(result: dict) -> dict[str, str]:
+    """``{metric key: meaning of its std}`` for an :func:`evaluate` result (strings of
+    :data:`INTERVALS`). Uses ``result["intervals"]`` where present and derives the rest from
+    the key and ``result["meta"]`` (results saved before the field existed, or metrics
+    added after :func:`evaluate`, e.g. ``memorisation``)."""
+    stored = result.get("intervals") or {}
+    meta = result.get("meta") or {}
+    kinds = meta.get("features") or []
+    fixed = [_feature_name(k) for k in kinds if str(k).startswith("medicalnet:")]
+    single = len(meta.get("seeds") or [0, 1]) < 2
+    return {key: stored.get(key) or INTERVALS[_interval_key(key, fixed, single, meta.get("prdc_features"))]
+            for key in metric_keys(result)}
 
 
 def _info(key: str) -> tuple[str, str]:
@@ -209,8 +258,11 @@ def evaluate(real, fake, *, features: Sequence[str] = ("shallow", "resnet10"),
         = ``shallow``, ``resnet10``, ``medicalnet``), ``precision``, ``recall``,
         ``density``, ``coverage``, ``mmd``, ``msssim_diversity``, ``sdr_d``,
         ``sdr_h``, ``sdr_w``, ``sdr_free_d``. Also ``"real_vs_real"`` with the same
-        keys for real half A vs real half B (the noise floor); ``"counts"``:
-        ``{"real": N, "fake": M, "real_half": N // 2, "fake_chunks": C}``;
+        keys for real half A vs real half B (the noise floor); ``"intervals"``:
+        ``{metric key: what its "std" means}``, one string of :data:`INTERVALS` per
+        key, the same for both rows (extractor seeds, permutation null, random
+        pairs or a bootstrap: the "±" means different things per metric);
+        ``"counts"``: ``{"real": N, "fake": M, "real_half": N // 2, "fake_chunks": C}``;
         ``"meta"`` with the settings. Numbers that could not be computed are
         ``None``.
     """
@@ -286,13 +338,14 @@ def evaluate(real, fake, *, features: Sequence[str] = ("shallow", "resnet10"),
                         else max(3, int(real.shape[1]) // 8)),
         "rng_seed": int(rng_seed),
     }
+    result["intervals"] = interval_meanings(result)
     return _clean(result)
 
 
 def metric_keys(result: dict) -> list[str]:
     """The metric names of an :func:`evaluate` result, in table order."""
     return [k for k, v in result.items()
-            if k not in ("real_vs_real", "counts", "meta", "split") and isinstance(v, dict)]
+            if k not in ("real_vs_real", "counts", "meta", "split", "intervals") and isinstance(v, dict)]
 
 
 def _fmt(x) -> str:
@@ -328,7 +381,7 @@ def _cell(entry: dict | None) -> str:
 
 def to_markdown(result: dict) -> str:
     """A Markdown table of an :func:`evaluate` result, the real-vs-real floor
-    beside each metric, plus the direction that is better."""
+    beside each metric, the direction that is better and what its "±" means."""
     counts = result.get("counts", {})
     floor = result.get("real_vs_real", {})
     split = result.get("split")
@@ -336,15 +389,17 @@ def to_markdown(result: dict) -> str:
         f"Generated: {counts.get('fake', '?')} volumes; real: {counts.get('real', '?')} "
         f"(floor: two halves of {counts.get('real_half', '?')}).",
         *([f"Real set {split['real']}; training set {split['train'] or 'unknown'}: "
-           + ("held out." if split["held_out"] else "NOT held out (the generator saw these volumes).")]
+           + {True: "held out.", False: "NOT held out (the generator saw these volumes).",
+              None: "not known to be held out (no training source recorded)."}[split["held_out"]]]
           if split else []),
         "",
-        "| metric | fake vs real | real vs real (floor) | better |",
-        "|---|---|---|---|",
+        "| metric | fake vs real | real vs real (floor) | better | ± is |",
+        "|---|---|---|---|---|",
     ]
+    meanings = interval_meanings(result)
     for key in metric_keys(result):
         lines.append(f"| {key} | {_cell(result[key])} | {_cell(floor.get(key))} "
-                     f"| {_info(key)[0]} |")
+                     f"| {_info(key)[0]} | {meanings[key]} |")
     meta = result.get("meta")
     if meta:
         kinds = meta.get("features", [])
