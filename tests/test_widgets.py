@@ -11,6 +11,8 @@ from napari.utils.notifications import notification_manager  # noqa: E402
 from qtpy.QtCore import QTimer  # noqa: E402
 
 from napari_crfgan import Sampler  # noqa: E402
+from napari_crfgan.data import Split, from_modality_units, to_modality_units, training_dataset  # noqa: E402
+from napari_crfgan.evaluation.memorisation import nearest_training  # noqa: E402
 from napari_crfgan.model import parameter_counts  # noqa: E402
 from napari_crfgan.runtime import load_checkpoint  # noqa: E402
 
@@ -257,3 +259,65 @@ def test_user_walkthrough_sample_data_train_stop_load_sample_3d_consistency(make
     idle(qtbot, crf)
     assert crf.overlay.data.shape == (2, 2, 2) and crf.overlay in viewer.layers
     np.testing.assert_allclose(box(crf.overlay), box(viewer.layers["CRF-GAN seed 1"]), atol=1e-3)
+
+
+def test_nearest_training_volume_is_shown_beside_the_sample(make_napari_viewer, qtbot, checkpoints, tmp_path):
+    viewer = make_napari_viewer()
+    w = dock(viewer, "Model and sample")
+    w.nearest_button.click()
+    assert w.status.text().startswith("Load a checkpoint first") and len(viewer.layers) == 0
+    w.path.setText(checkpoints["crfgan"])
+    choose(w.device, "cpu")
+    w.load()
+    idle(qtbot, w)
+    w.nearest_button.click()
+    assert w.status.text().startswith("Generate a volume")
+    w.seed.setValue(3)
+    w.generate()
+    idle(qtbot, w)
+    sample = viewer.layers["CRF-GAN seed 3"]
+    sample.translate = (2.0, -4.0, 6.0)
+    data = w.sampler.checkpoint.data
+    modality = sample.metadata["modality"]
+    query = from_modality_units(sample.data, modality)
+
+    # the fixture's checkpoint trained on its whole folder: no held-out list to compare with
+    w.nearest_button.click()
+    idle(qtbot, w)
+    train = training_dataset(data, 32, modality=modality)
+    found = nearest_training(query, train)
+    name = f"nearest training: {train.files[found['index']]} (distance {found['distance']:.3g})"
+    assert [layer.name for layer in viewer.layers] == ["CRF-GAN seed 3", name]
+    near = viewer.layers[name]
+    np.testing.assert_allclose(near.data, to_modality_units(train[found["index"]][0].numpy(), modality), atol=1e-6)
+    np.testing.assert_allclose(near.scale, sample.scale)
+    np.testing.assert_allclose(near.translate, (2.0, -4.0, 6.0 + 1.1 * 32 * sample.scale[-1]))
+    assert box(near)[0][-1] > box(sample)[1][-1]  # beside it along x, not overlapping
+    assert train.files[found["index"]] in w.status.text() and "No held-out test list" in w.status.text()
+
+    # a checkpoint trained on a split: its train list is searched, its test list is the yardstick
+    split = Split(source=data["folder"], parts={"train": ["v0.npy", "v1.npy"], "val": [], "test": ["v2.npy", "v3.npy"]},
+                  fractions=(0.5, 0.0, 0.5), seed=0, stratified=False)
+    with_split = Sampler(checkpoints["crfgan"], device="cpu")
+    with_split.checkpoint.data["split"] = split.record()
+    w.state.sampler = with_split
+    viewer.layers.selection.active = sample  # the selected sample, not the nearest layer made last
+    w.nearest_button.click()
+    idle(qtbot, w)
+    train = split.dataset("train", 32, modality=modality)
+    found = nearest_training(query, train, split.dataset("test", 32, modality=modality))
+    file, t = train.files[found["index"]], found["test_threshold"]
+    assert file in ("v0.npy", "v1.npy") and t is not None
+    near = viewer.layers[f"nearest training: {file} (distance {found['distance']:.3g}; held-out 5th pct {t:.3g})"]
+    np.testing.assert_allclose(near.data, to_modality_units(train[found["index"]][0].numpy(), modality), atol=1e-6)
+    assert near.metadata["closer_than_test"] == found["closer_than_test"] and f"{t:.3g}" in w.status.text()
+
+    # training data that are not on this machine: one line in the status, no new layer
+    gone = Sampler(checkpoints["crfgan"], device="cpu")
+    gone.checkpoint.data["source"] = str(tmp_path / "moved-away")
+    w.state.sampler = gone
+    before = len(viewer.layers)
+    w.nearest_button.click()
+    idle(qtbot, w)
+    assert "are not on this machine" in w.status.text() and "\n" not in w.status.text()
+    assert len(viewer.layers) == before and w.nearest_button.isEnabled()

@@ -4,6 +4,11 @@ Loading, sampling and interpolation run in workers; each `GeneratedVolume` they
 yield becomes an image layer scaled by the model's spacing (mm), with its seed and
 checkpoint in the layer metadata. The loaded sampler is published in the shared
 state, so the consistency widget uses the same model.
+
+"Nearest training volume" is the check before sharing synthetic data: it finds the
+training volume of the loaded checkpoint nearest to a sampled volume (the space of
+`evaluation.memorisation`), shows it beside the sample and says whether the sample
+is closer to it than held-out scans are to the training set.
 """
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ import napari
 from qtpy.QtWidgets import (QCheckBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
                             QVBoxLayout, QWidget)
 
+from ..data import DatasetError, Split, from_modality_units, to_modality_units, training_dataset
+from ..evaluation.memorisation import nearest_training
 from ..model import display_name
 from ..runtime import PeakMemory, available_devices
 from ..sampling import Sampler
@@ -26,6 +33,37 @@ def sampling_steps(sampler: Sampler, count: int, seed: int, label, chunk: int | 
     for i in range(count):
         yield sampler.sample(1, seed=seed + i, label=label, chunk=chunk)[0]
     return memory.peak_mb(), time.perf_counter() - t0
+
+
+def reference_volumes(sampler: Sampler) -> tuple:
+    """(training volumes, held-out test volumes or None) of the sampler's checkpoint, prepared at its size.
+
+    Slow the first time (every file is preprocessed into the cache), so it runs in a worker.
+    """
+    data = sampler.checkpoint.data
+    # the settings the run trained with, so the volumes are preprocessed (and filtered) as it saw them
+    kw = {"modality": data.get("modality"), "conditional": bool(data.get("conditional"))}
+    train = training_dataset(data, sampler.cfg.size, **kw)
+    if train is None:
+        split = data.get("split")
+        where = split.get("source") if isinstance(split, dict) else data.get("source")
+        raise DatasetError(f"The training volumes of this checkpoint ({where or 'source not recorded'}) "
+                           "are not on this machine.")
+    test = None
+    if isinstance(data.get("split"), dict):
+        test = Split.from_record(data["split"]).dataset("test", sampler.cfg.size, **kw)
+    return train, test
+
+
+def nearest_training_volume(sampler: Sampler, volume, references: tuple | None = None) -> tuple:
+    """(references, result): `nearest_training` of `volume` (model units) plus the file and its volume."""
+    if references is None:
+        references = reference_volumes(sampler)
+    train, test = references
+    result = nearest_training(volume, train, test)
+    result["file"] = train.files[result["index"]]
+    result["volume"] = train[result["index"]][0].numpy()
+    return references, result
 
 
 def describe(sampler: Sampler) -> str:
@@ -50,6 +88,8 @@ class SampleWidget(QWidget):
         self.sampler: Sampler | None = None
         self._loading = ""
         self.worker = None
+        self._last_sample = ""  # name of the layer of the last generated volume
+        self._references: tuple | None = None  # (sampler, (train, test)) prepared for that sampler
 
         self.path = QLineEdit(self.state.checkpoint)
         self.path.setPlaceholderText("checkpoint.pt or its run folder")
@@ -65,6 +105,9 @@ class SampleWidget(QWidget):
         self.chunk.setSingleStep(4)
         self.generate_button = QPushButton("Generate")
         self.view3d_button = QPushButton("Show in 3D")
+        self.nearest_button = QPushButton("Nearest training volume")
+        self.nearest_button.setToolTip("before sharing a sample: show the training volume nearest to the selected "
+                                       "(or last) sample beside it, and compare the distance with held-out scans")
         self.seed_a, self.seed_b = spin(0, 0, 2**31 - 1), spin(1, 0, 2**31 - 1)
         self.steps = spin(8, 2, 256)
         self.interpolate_button = QPushButton("Interpolate")
@@ -95,6 +138,7 @@ class SampleWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
+        layout.addWidget(self.nearest_button)
         layout.addWidget(walk)
         layout.addWidget(self.status)
         layout.addStretch()
@@ -103,6 +147,7 @@ class SampleWidget(QWidget):
         self.generate_button.clicked.connect(self.generate)
         self.interpolate_button.clicked.connect(self.interpolate)
         self.view3d_button.clicked.connect(self.show_3d)
+        self.nearest_button.clicked.connect(self.nearest)
         self.state.events.checkpoint.connect(self._new_checkpoint)
         self.state.events.sampler.connect(self._show_model)
         self._show_model(self.state.sampler)
@@ -131,6 +176,8 @@ class SampleWidget(QWidget):
 
     def _show_model(self, sampler) -> None:
         self.sampler = sampler
+        if self._references is not None and self._references[0] is not sampler:
+            self._references = None  # another model: other training volumes (and let the old one go)
         self._enable()
         if sampler is None:
             return
@@ -155,8 +202,9 @@ class SampleWidget(QWidget):
         s = self.sampler
         meta = {"seed": v.seed, "label": v.label, "modality": v.modality,
                 "checkpoint": self.state.sampler_path, "model": s.checkpoint.describe()}
-        show_volume(self.viewer, f"{display_name(s.checkpoint.model)} seed {v.seed}", v.data, v.spacing,
-                    v.modality, meta)
+        layer = show_volume(self.viewer, f"{display_name(s.checkpoint.model)} seed {v.seed}", v.data, v.spacing,
+                            v.modality, meta)
+        self._last_sample = layer.name
         self.status.setText(f"Generated seed {v.seed}.")
 
     def _sampled(self, result) -> None:
@@ -181,6 +229,68 @@ class SampleWidget(QWidget):
     def show_3d(self) -> None:
         self.viewer.dims.ndisplay = 3
 
+    # ---- memorisation check ----------------------------------------------------------
+    def _sample_layer(self):
+        """The selected sampled volume, else the last one generated here (None when there is neither)."""
+        size = (self.sampler.cfg.size,) * 3
+
+        def sampled(layer) -> bool:
+            return (isinstance(layer, napari.layers.Image) and "seed" in layer.metadata
+                    and tuple(layer.data.shape) == size)
+
+        active = self.viewer.layers.selection.active
+        if active is not None and sampled(active):
+            return active
+        last = self.viewer.layers[self._last_sample] if self._last_sample in self.viewer.layers else None
+        return last if last is not None and sampled(last) else None
+
+    def nearest(self) -> None:
+        if self.sampler is None:
+            self.status.setText("Load a checkpoint first: its training volumes are the ones searched.")
+            return
+        layer = self._sample_layer()
+        if layer is None:
+            self.status.setText("Generate a volume (or select a sampled volume layer) first.")
+            return
+        sampler = self.sampler
+        modality = layer.metadata.get("modality", sampler.modality)
+        # the layer shows modality units; distances are measured in the model's [-1, 1]
+        volume = from_modality_units(layer.data.astype("float32"), modality)
+        cached = self._references[1] if self._references and self._references[0] is sampler else None
+        self._busy(f"Finding the training volume nearest to {layer.name}"
+                   f"{'' if cached else ' (the training set is prepared the first time)'}…")
+        self._run(nearest_training_volume, sampler, volume, cached,
+                  returned=lambda out: self._show_nearest(sampler, layer, modality, *out))
+
+    def _show_nearest(self, sampler: Sampler, layer, modality: str, references: tuple, found: dict) -> None:
+        self._references = (sampler, references)
+        d, t = found["distance"], found["test_threshold"]
+        held_out = "" if t is None else f"; held-out 5th pct {t:.3g}"
+        name = f"nearest training: {found['file']} (distance {d:.3g}{held_out})"
+        width = layer.data.shape[-1] * float(layer.scale[-1])
+        translate = [float(x) for x in layer.translate]
+        translate[-1] += width * 1.1  # beside the sample along x, a gap of a tenth of its width
+        meta = {"nearest_training": found["file"], "distance": d, "test_threshold": t,
+                "closer_than_test": found["closer_than_test"], "sample": layer.name,
+                "checkpoint": self.state.sampler_path}
+        shown = show_volume(self.viewer, name, to_modality_units(found["volume"], modality), layer.scale,
+                            modality, meta, translate=translate)
+        shown.translate = translate  # a layer of that name may already be there, elsewhere
+        text = f"{layer.name}: nearest training volume {found['file']}, distance {d:.3g} (pooled to 16³). "
+        if t is None:
+            text += ("No held-out test list is recorded with this checkpoint (train on a split, crfgan split), "
+                     "so there is no distance of new scans to compare with: judge the two side by side.")
+        elif found["closer_than_test"]:
+            text += (f"That is closer than 95% of held-out scans are to the training set (5th percentile {t:.3g}): "
+                     "the sample may copy this training scan; do not share it as synthetic.")
+        else:
+            text += (f"Held-out scans: 5th percentile {t:.3g}; the sample is no closer to the training set "
+                     "than new scans are.")
+        sampled_from = layer.metadata.get("checkpoint")
+        if sampled_from and sampled_from != self.state.sampler_path:
+            text += f" Note: it was sampled from {sampled_from}, not the loaded checkpoint."
+        self.status.setText(text)
+
     def _run(self, func, *args, **slots) -> None:
         self.worker = start_worker(func, *args, errored=self._failed, finished=self._idle, **slots)
 
@@ -190,12 +300,13 @@ class SampleWidget(QWidget):
 
     def _busy(self, text: str) -> None:
         self.status.setText(text)
-        for w in (self.load_button, self.generate_button, self.interpolate_button):
+        for w in (self.load_button, self.generate_button, self.interpolate_button, self.nearest_button):
             w.setEnabled(False)
 
     def _enable(self) -> None:
         idle = self.worker is None
         self.load_button.setEnabled(idle)
+        self.nearest_button.setEnabled(idle)  # without a model or a sample, a click says what is missing
         for w in (self.generate_button, self.interpolate_button):
             w.setEnabled(idle and self.sampler is not None)
 
