@@ -33,7 +33,7 @@ def test_split_is_deterministic_disjoint_and_stratified(tmp_path):
     for part in a.parts.values():  # both classes in every part
         assert {int(f[1:3]) % 2 for f in part} == {0, 1}
     assert make_split(folder, (0.5, 0.25, 0.25), seed=4).parts != a.parts
-    assert split_indices(None, 10, (0.6, 0.2, 0.2), 0) == split_indices([0] * 10, None, (0.6, 0.2, 0.2), 0)
+    assert split_indices(None, (0.6, 0.2, 0.2), 0, n=10) == split_indices([0] * 10, (0.6, 0.2, 0.2), 0)
 
 
 def test_write_split_keeps_an_existing_other_split(tmp_path):

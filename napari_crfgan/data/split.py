@@ -31,8 +31,8 @@ PARTS = ("train", "val", "test")
 SPLIT_VERSION = 1
 
 
-def split_indices(labels: Sequence[int] | None, n: int | None = None, fractions: Sequence[float] = (0.5, 0.25, 0.25),
-                  seed: int = 0) -> dict[str, list[int]]:
+def split_indices(labels: Sequence[int] | None, fractions: Sequence[float] = (0.5, 0.25, 0.25), seed: int = 0,
+                  n: int | None = None) -> dict[str, list[int]]:
     """Deterministic train / val / test indices, stratified by `labels` (or of `n` unlabelled items).
 
     Within each class the indices are permuted by ``numpy.random.default_rng(seed)``
@@ -167,7 +167,7 @@ def make_split(source: str | os.PathLike, fractions: Sequence[float] = (0.7, 0.1
         labels = [classes.index(names[f]) for f in files]
     if len(files) < 3:
         raise DatasetError(f"{source} has {len(files)} volume file(s); a split needs at least 3")
-    idx = split_indices(labels, len(files), fractions, seed)
+    idx = split_indices(labels, fractions, seed, n=len(files))
     return Split(source=source, parts={p: [files[i] for i in idx[p]] for p in PARTS},
                  fractions=tuple(float(f) for f in fractions), seed=int(seed), stratified=labels is not None,
                  demo_count=demo_count)
