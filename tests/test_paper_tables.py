@@ -95,13 +95,13 @@ def test_side_by_side_training_matches_in_process_training(tmp_path):
     """The small budget trains every system in its own worker process; the checkpoints are the same."""
     import dataclasses
 
-    from napari_crfgan.experiments.paper_tables.runs import train_both, train_options
+    from napari_crfgan.experiments.paper_tables.runs import train_all, train_options
     from napari_crfgan.runtime import load_checkpoint
 
     budget = dataclasses.replace(BUDGETS["tiny"], parallel_training=True, brain_iterations=2)
-    opts = {m: train_options(budget, "demo-brain", tmp_path / "par" / m, m, 2, "cpu", demo_count=8)
+    opts = {m: train_options(budget, "demo-brain", tmp_path / "par" / m, m, 2, "cpu", 0, demo_count=8)
             for m in MODELS}
-    runs = train_both(budget, opts, None, lambda msg: None)
+    runs = train_all(budget, opts, None, lambda msg: None)
     assert set(runs) == set(MODELS) == {"crfgan", "hagan", "crfgan-nocrf"}
     for run in runs.values():
         assert not run["reused"] and run["iterations"] == 2 and run["history"]["iteration"][-1] == 2
@@ -109,14 +109,14 @@ def test_side_by_side_training_matches_in_process_training(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train_both(dataclasses.replace(budget, parallel_training=False), {"crfgan": seq["crfgan"]}, None,
+        train_all(dataclasses.replace(budget, parallel_training=False), {"crfgan": seq["crfgan"]}, None,
                    lambda msg: None)
     finally:
         torch.set_num_threads(threads)
     a = load_checkpoint(tmp_path / "par" / "crfgan").state
     b = load_checkpoint(tmp_path / "seq" / "crfgan").state
     assert all(torch.equal(a[k], b[k]) for k in a)
-    again = train_both(budget, opts, None, lambda msg: None)  # finished runs are reused, not retrained
+    again = train_all(budget, opts, None, lambda msg: None)  # finished runs are reused, not retrained
     assert all(r["reused"] for r in again.values())
 
 
@@ -197,3 +197,44 @@ def test_budgets_measure_speed_as_the_issue_asks():
     assert MODELS == ("crfgan", "hagan", "crfgan-nocrf")
     for name in ("small", "paper"):
         assert BUDGETS[name].speed_iterations >= 20 and BUDGETS[name].speed_repeats >= 3
+
+
+def test_table1_is_scored_on_held_out_volumes_over_training_seeds(tiny_run):
+    import json
+
+    from napari_crfgan.runtime import load_checkpoint
+
+    root, md = tiny_run
+    budget = BUDGETS["tiny"]
+    raw = json.loads((root / "work" / "tiny" / "results.json").read_text())
+    realism = raw["realism"]
+    split = json.loads((root / "work" / "tiny" / "split.json").read_text())
+    assert not set(split["parts"]["train"]) & set(split["parts"]["test"])
+    assert realism["real_count"] == len(split["parts"]["test"]) == realism["split"]["counts"]["test"]
+    for model in MODELS:
+        entry = realism["models"][model]
+        assert sorted(entry["seeds"]) == [str(s) for s in budget.gan_seeds]
+        for seed, run in entry["seeds"].items():
+            # every generator trained on the train list only, with its own seed
+            ckpt = load_checkpoint(run["train"]["checkpoint"])
+            assert ckpt.data["count"] == len(split["parts"]["train"]) and ckpt.data["split"]["part"] == "train"
+            assert ckpt.options["seed"] == int(seed)
+            assert run["metrics"]["counts"]["real"] == len(split["parts"]["test"])
+        over = entry["over_seeds"]["fd_shallow"]
+        values = [run["metrics"]["fd_shallow"]["value"] for run in entry["seeds"].values()]
+        assert over["n"] == len(values) and abs(over["mean"] - sum(values) / len(values)) < 1e-9
+        assert over["interval"].startswith("std over training seeds")
+    t1 = _sections(md)[1]
+    assert "the std over the training seeds" in t1 and "### Paired differences" in t1
+    for pair in ("CRF-GAN - HA-GAN", f"CRF-GAN - {NOCRF}"):
+        rows = [line for line in _table_lines(t1) if line.startswith(f"| {pair} |")]
+        assert rows and all(row.count("[") == len(budget.gan_seeds) for row in rows)
+
+
+def test_a_ranking_needs_every_seed_on_the_same_side():
+    from napari_crfgan.experiments.paper_tables.markdown import _verdict
+
+    assert _verdict([{"better": "a"}, {"better": "a"}], "crfgan", "hagan") == "CRF-GAN better in every seed"
+    assert _verdict([{"better": "b"}] * 3, "crfgan", "hagan") == "HA-GAN better in every seed"
+    for mixed in ([{"better": "a"}, {"better": None}], [{"better": "a"}, {"better": "b"}]):
+        assert _verdict(mixed, "crfgan", "hagan") == "no consistent difference"

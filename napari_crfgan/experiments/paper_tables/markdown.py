@@ -15,6 +15,7 @@ from ...evaluation import to_markdown
 from ...model import display_name
 from ..downstream import AugmentationSettings, augmentation_markdown
 from .budgets import MODELS, PAPER, Budget
+from .parts import HEADLINE
 from .commentary import differences
 from .compare import bench_pct, pct_cell
 from .figures import IMAGE_DIR
@@ -33,26 +34,56 @@ def cell(value, std=None, spec: str = ".4g") -> str:
 
 # ----------------------------------------------------------------------------- tables
 
-def _table1(realism: dict) -> list[str]:
-    res = {m: realism["models"][m]["metrics"] for m in MODELS}
-    floor = res["crfgan"]["real_vs_real"]
-    feats = [k for k in res["crfgan"] if k.startswith(("fd_", "kid_"))]
-    cols = feats + ["mmd", "coverage", "sdr_d"]
-    titles = {"mmd": "MMD (p)", "coverage": "coverage", "sdr_d": "SDR (D)"}
-    head = "| | " + " | ".join(titles.get(c, c.replace("fd_", "FD ").replace("kid_", "KID ")) for c in cols) + " |"
-    lines = [head, "|---" * (len(cols) + 1) + "|"]
+_TITLES = {"mmd": "MMD", "coverage": "coverage", "msssim_diversity": "MS-SSIM between samples",
+           "seams": "seams (p)", "grid": "grid (p)", "memorisation": "memorised"}
 
-    def metric(entry, col):
-        entry = entry or {}
-        text = cell(entry.get("value"), entry.get("std"))
-        if col == "mmd" and entry.get("p") is not None:
-            text += f" (p={entry['p']:.2g})"
-        return text
+
+def _title(key: str) -> str:
+    return _TITLES.get(key, key.replace("fd_", "FD ").replace("kid_", "KID "))
+
+
+def _table1(realism: dict) -> list[str]:
+    """Mean ± std over training seeds per system; the floor row: two halves of the held-out test set."""
+    over = {m: realism["models"][m]["over_seeds"] for m in MODELS}
+    cols = [k for k in HEADLINE if k in over["crfgan"]]
+    lines = ["| | " + " | ".join(_title(c) for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+
+    def p_values(model, col):  # the permutation p of every seed's run
+        ps = [e["metrics"][col].get("p") for e in realism["models"][model]["seeds"].values()]
+        return f" (p {', '.join(f'{p:.2g}' for p in ps if p is not None)})" if col in ("seams", "grid") else ""
 
     for m in MODELS:
-        lines.append(f"| {display_name(m)} | " + " | ".join(metric(res[m].get(c), c) for c in cols) + " |")
-    lines.append("| real vs real (floor) | " + " | ".join(metric(floor.get(c), c) for c in cols) + " |")
+        lines.append(f"| {display_name(m)} | " + " | ".join(
+            cell(over[m][c]["mean"], over[m][c]["std"]) + p_values(m, c) for c in cols) + " |")
+    floor = realism["models"]["crfgan"]["metrics"]["real_vs_real"]
+    null = realism["models"]["crfgan"]["metrics"]["memorisation"]["null"]
+    lines.append("| real vs real (floor) | " + " | ".join(
+        f"{null} (null)" if c == "memorisation" else cell((floor.get(c) or {}).get("value")) for c in cols) + " |")
     return lines
+
+
+def _paired_table(realism: dict) -> list[str]:
+    """Per pair and metric: each seed's difference with its paired bootstrap interval, and the verdict."""
+    seeds = list(next(iter(realism["paired"].values())))
+    lines = ["| difference | metric | " + " | ".join(f"seed {s}: a - b [95% CI]" for s in seeds)
+             + " | verdict |", "|---" * (len(seeds) + 3) + "|"]
+    for pair, per_seed in realism["paired"].items():
+        a, b = pair.split(" - ")
+        keys = [k for k in per_seed[seeds[0]] if isinstance(per_seed[seeds[0]][k], dict)
+                and "diff" in per_seed[seeds[0]][k]]
+        for key in keys:
+            cells = [f"{d['diff']:.3g} [{d['low']:.3g}, {d['high']:.3g}]" for d in (per_seed[s][key] for s in seeds)]
+            lines.append(f"| {display_name(a)} - {display_name(b)} | {_title(key)} | " + " | ".join(cells)
+                         + f" | {_verdict([per_seed[s][key] for s in seeds], a, b)} |")
+    return lines
+
+
+def _verdict(diffs: list[dict], a: str, b: str) -> str:
+    """A ranking only where every seed's interval excludes zero on the same side."""
+    better = {d.get("better") for d in diffs}
+    if len(better) == 1 and None not in better:
+        return f"{display_name(a if better == {'a'} else b)} better in every seed"
+    return "no consistent difference"
 
 
 def _table2(params: dict) -> list[str]:
@@ -163,29 +194,45 @@ def _realism_section(ctx: dict) -> list[str]:
     b: Budget = ctx["budget"]
     realism, img = ctx["realism"], ctx["image_rel"]
     ev = realism["models"]["crfgan"]["metrics"]
+    sp = realism["split"]
+    seeds = list(b.gan_seeds)
     lines = [
-        "## Table 1: realism on demo-brain (unconditional)",
+        "## Table 1: realism on demo-brain (unconditional), against held-out volumes",
         "",
-        (f"{', '.join(display_name(m) for m in MODELS)}: preset {b.gan_preset}, batch {b.gan_batch_size}, "
-         f"{b.brain_iterations} iterations, "
-         f"training seed {b.seed}, on the same {realism['real_count']} demo-brain volumes. "
-         f"{ev['counts']['fake']} generated volumes per system from latent seeds 0..{ev['counts']['fake'] - 1} "
-         f"against all {ev['counts']['real']} real volumes; the floor compares two real halves of "
-         f"{ev['counts']['real_half']}. Features: {', '.join(ev['meta']['features'])} random networks over seeds "
-         f"{ev['meta']['seeds']} (mean ± std); MMD: Gaussian kernel on voxels pooled to 16^3 with a permutation "
-         f"p-value; coverage: k = 5 on {ev['meta']['prdc_features']} features; SDR (D): seam discontinuity ratio "
-         f"at the {ev['meta']['seam_period']}-slice slab borders along D (real volumes on the same grid: "
-         f"{cell(ev.get('sdr_d', {}).get('real'))}). Lower is better for FD, KID and MMD, higher "
-         "for coverage; SDR should be near the real value (~1). FD / KID magnitudes depend on the extractor: do not "
-         "compare them with the paper's MedicalNet FID."),
+        (f"demo-brain ({b.brain_count} volumes) split once (seed {sp['seed']}): train {sp['counts']['train']}, "
+         f"validation {sp['counts']['val']}, test {sp['counts']['test']}; the split is `split.json` in the work "
+         f"folder. {', '.join(display_name(m) for m in MODELS)}: preset {b.gan_preset}, batch {b.gan_batch_size}, "
+         f"{b.brain_iterations} iterations on the train list only, each from training seeds {seeds}. From every "
+         f"run {ev['counts']['fake']} generated volumes (latent seeds 0..{ev['counts']['fake'] - 1}, the same for "
+         f"every run) against the {ev['counts']['real']} test volumes, which no generator saw."),
+        "",
+        ("**What the ± means here: the std over the training seeds (ddof=1)**, nothing else. Features: "
+         f"{', '.join(ev['meta']['features'])} random networks over extractor seeds {ev['meta']['seeds']} "
+         "(averaged within a run; their spread is in the details below). MMD: Gaussian kernel on voxels pooled "
+         "to 16^3, bandwidth from the test set only. Coverage: k = 5 on "
+         f"{ev['meta']['prdc_features']} features. Seams: slab-border excess along D at the strongest phase, "
+         "fake minus real (p: permutation test, one per seed); grid: period-4 component of in-plane plane gaps, "
+         "fake minus real (see docs/evaluation.md for their validation). Memorised: fraction of samples closer "
+         "to a training volume than the 5th percentile of test-to-train distances (null 0.05). The floor row "
+         "compares two halves of the test set. FD / KID magnitudes depend on the extractor: do not compare them "
+         "with the paper's MedicalNet FID."),
         "",
         *_table1(realism),
+        "",
+        "### Paired differences",
+        "",
+        ("Each seed's systems are paired: the same latent codes and the same test volumes; the interval is a "
+         f"paired bootstrap over samples and test volumes ({b.paired_boot} replicates, 95% percentile, "
+         f"{', '.join(b.eval_options.get('features', ('shallow',))[:1])} features). A system is called better "
+         "only where the interval excludes zero in every seed, on the same side."),
+        "",
+        *_paired_table(realism),
         "",
         f"![samples]({img}/results_samples.png)",
         "",
         f"![training losses]({img}/results_training.png)",
         "",
-        "<details><summary>All metrics of Table 1 (evaluate() output)</summary>",
+        f"<details><summary>All metrics of Table 1, training seed {seeds[0]} (evaluate() output)</summary>",
         "",
     ]
     for model in MODELS:
@@ -266,13 +313,20 @@ def _augmentation_section(ctx: dict) -> list[str]:
     return [
         "## Table 5: augmentation on demo-chest (nodule / no-nodule)",
         "",
-        (f"Conditional {b.gan_preset} generators (batch {b.gan_batch_size}, {b.chest_iterations} iterations, seed "
-         f"{b.seed}) trained on the {aug['generator_train_count']} real training volumes only; synthetic volumes: "
+        (f"For each of {len(b.chest_splits)} splits of demo-chest ({b.chest_count} volumes, split seeds "
+         f"{list(b.chest_splits)}): conditional {b.gan_preset} generators (batch {b.gan_batch_size}, "
+         f"{b.chest_iterations} iterations, training seeds {list(b.chest_gan_seeds)}) trained on that split's "
+         f"{aug['generator_train_count']} real training volumes only; synthetic volumes: "
          f"{', '.join(f'{k}: {v}' for k, v in n_syn.items() if v)} (as many as the real training volumes, half "
-         f"of each class, latent seeds fixed and shared by all generators). Classifier: a small 3D CNN "
-         f"(`NoduleClassifier`, width {aug['settings']['width']}, Adam lr {aug['settings']['lr']}, batch "
-         f"{aug['settings']['batch_size']}, random flips), trained from each of {len(aug['seeds'])} seeds; "
-         "precision / recall / F1 on the held-out real test volumes (threshold 0.5)."),
+         f"of each class, latent seeds fixed and shared by all generators). Classifier (`NoduleClassifier`): a "
+         "fixed, not learned, bright-blob filter (Hessian at sigma "
+         f"{aug['settings'].get('blob_sigma', 1.0)} voxel, bone clipped) and a small learned CNN on its response "
+         f"(width {aug['settings']['width']}, Adam lr {aug['settings']['lr']}, batch "
+         f"{aug['settings']['batch_size']}, random flips), trained from each of {len(aug['seeds'])} seeds per "
+         "split; precision / recall / F1 / accuracy on that split's held-out real test volumes (threshold 0.5). "
+         "The fixed filter is there because a learned 3D CNN does not get off chance on this task from 40 "
+         "volumes at 64^3 (it memorises the training volumes); with so few learned weights, the classifier "
+         "may gain less from extra synthetic volumes than a larger one would."),
         "",
         augmentation_markdown(aug, {k: f"{m} ± {s}" for k, (m, s) in PAPER["f1"].items()}),
         f"![augmentation]({ctx['image_rel']}/results_augmentation.png)",

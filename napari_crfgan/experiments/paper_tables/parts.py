@@ -16,14 +16,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...data import VolumeDataset
+from ...data import VolumeDataset, make_split, write_split
+from ...data.split import split_indices
 from ...evaluation import evaluate
+from ...evaluation.memorisation import memorisation
+from ...evaluation.paired import paired_bootstrap, seed_spread
 from ...model import display_name, get_config, parameter_counts
 from ...sampling import Sampler
 from ..bench import bench
-from ..downstream import run_augmentation, split_indices, write_split_folder
+from ..downstream import combine_augmentation, run_augmentation, write_split_folder
 from .budgets import MODELS, Budget
-from .runs import train_both, train_options
+from .runs import train_all, train_options
 
 
 def count_parameters(presets) -> dict:
@@ -43,54 +46,106 @@ def _without_history(run: dict) -> dict:
     return {k: v for k, v in run.items() if k != "history"}
 
 
+def _stack(dataset) -> np.ndarray:
+    return np.stack([dataset[i][0].numpy() for i in range(len(dataset))])
+
+
+#: Table 1's headline metrics: the value summarised over training seeds (mean, std) per system
+HEADLINE = ("fd_shallow", "kid_shallow", "fd_resnet10", "kid_resnet10", "mmd", "coverage", "msssim_diversity",
+            "seams", "grid", "memorisation")
+#: the pairs whose differences get a paired bootstrap interval: (a, b) means a - b
+PAIRS = (("crfgan", "hagan"), ("crfgan", "crfgan-nocrf"))
+
+
+def _headline(metrics: dict) -> dict[str, float]:
+    out = {}
+    for key in HEADLINE:
+        entry = metrics.get(key)
+        if isinstance(entry, dict) and isinstance(entry.get("value"), (int, float)):
+            out[key] = float(entry["value"])
+    return out
+
+
 def measure_realism(budget: Budget, work: Path, device: str, log) -> tuple[dict, np.ndarray, dict]:
-    """Table 1: the results, the real volumes and each system's generated volumes (for the figure)."""
+    """Table 1: every system trained from each of `budget.gan_seeds` on the train list of one demo-brain
+    split, sampled from the same latent seeds, scored against the held-out test list.
+
+    Returns the results, the test volumes and each system's generated volumes of the first seed (for the
+    figure).
+    """
     size = get_config(budget.gan_preset).size
-    brain = VolumeDataset("demo-brain", size=size, demo_count=budget.brain_count)
-    real = np.stack([brain[i][0].numpy() for i in range(len(brain))])
-    out: dict = {"real_count": len(brain), "models": {}}
-    samples = {}
-    runs = train_both(budget, {model: train_options(budget, "demo-brain", work / f"brain-{model}", model,
-                                                    budget.brain_iterations, device, demo_count=budget.brain_count)
-                               for model in MODELS}, brain, log)
-    for model in MODELS:
-        run = runs[model]
-        sampler = Sampler(run["checkpoint"], device=device)
-        vols = sampler.sample(budget.num_samples, seed=0)  # the same latent seeds for every system
-        fake = np.stack([v.model_units for v in vols])
-        samples[model] = fake
-        log(f"{model}: evaluating {len(fake)} generated against {len(real)} real volumes")
+    split = make_split("demo-brain", budget.brain_split, seed=budget.split_seed, demo_count=budget.brain_count)
+    split_path = write_split(split, work, force=True)
+    train_set, test_set = split.dataset("train", size), split.dataset("test", size)
+    real, train_v = _stack(test_set), _stack(train_set)
+    log(f"Table 1 {split.describe()}")
+    options = {(model, seed): train_options(budget, "demo-brain", work / f"brain-{model}-seed{seed}", model,
+                                            budget.brain_iterations, device, seed, demo_count=budget.brain_count,
+                                            split=str(split_path))
+               for seed in budget.gan_seeds for model in MODELS}
+    runs = train_all(budget, options, train_set, log)
+    out: dict = {"real_count": len(test_set), "train_count": len(train_set),
+                 "split": {k: v for k, v in split.record().items() if k != "parts"} | {"counts": split.counts()},
+                 "models": {m: {"seeds": {}} for m in MODELS}}
+    fakes: dict = {}
+    for (model, seed), run in runs.items():
+        fake = np.stack([v.model_units for v in Sampler(run["checkpoint"], device=device).sample(
+            budget.num_samples, seed=0)])  # the same latent seeds for every system and training seed
+        fakes[model, seed] = fake
+        log(f"{model} seed {seed}: evaluating {len(fake)} generated against {len(real)} held-out real volumes")
         t = time.perf_counter()
         result = evaluate(real, fake, progress=lambda m: log(f"  {m}"), **budget.eval_options)
-        out["models"][model] = {"train": _without_history(run), "history": run["history"], "metrics": result,
-                                "eval_seconds": round(time.perf_counter() - t, 1)}
-    return out, real, samples
+        result["memorisation"] = memorisation(train_v, real, fake)
+        out["models"][model]["seeds"][seed] = {"train": _without_history(run), "history": run["history"],
+                                               "metrics": result, "eval_seconds": round(time.perf_counter() - t, 1)}
+    first = budget.gan_seeds[0]
+    for entry in out["models"].values():
+        per_seed = {s: _headline(e["metrics"]) for s, e in entry["seeds"].items()}
+        entry["over_seeds"] = {k: seed_spread([v[k] for v in per_seed.values() if k in v]) for k in HEADLINE
+                               if any(k in v for v in per_seed.values())}
+        # the first seed's run stands for the system where one run is shown (details, losses, timings)
+        entry.update({k: entry["seeds"][first][k] for k in ("train", "history", "metrics")})
+    feats = budget.eval_options.get("features", ("shallow",))[:1]
+    out["paired"] = {}
+    for a, b in PAIRS:
+        log(f"paired bootstrap {a} - {b}")
+        out["paired"][f"{a} - {b}"] = {seed: paired_bootstrap(real, fakes[a, seed], fakes[b, seed], features=feats,
+                                                              n_boot=budget.paired_boot, seed=seed)
+                                       for seed in budget.gan_seeds}
+    return out, real, {m: fakes[m, first] for m in MODELS}
 
 
 def measure_augmentation(budget: Budget, work: Path, device: str, log) -> dict:
-    """Table 5: the classifier's scores per arm (real only, + each system's synthetic volumes)."""
+    """Table 5: the classifier's scores per arm (real only, + each system's synthetic volumes) over
+    `budget.chest_splits` splits x `budget.chest_gan_seeds` generator seeds x `budget.aug_seeds` classifier
+    seeds; the generators of a split see its training part only."""
     size = get_config(budget.gan_preset).size
     chest = VolumeDataset("demo-chest", size=size, conditional=True, demo_count=budget.chest_count)
     settings = budget.aug_settings
-    split = split_indices(chest.labels, settings.split, settings.split_seed)
-    # the generators see the training split only, never the validation or test volumes
-    folder = write_split_folder(chest, split["train"], work / "chest-train-split")
-    train_set = VolumeDataset(str(folder), size=size, modality=chest.modality, conditional=True)
-    generators: dict = {"real only": None}
-    training = {}
-    runs = train_both(budget, {model: train_options(budget, str(folder), work / f"chest-{model}", model,
-                                                    budget.chest_iterations, device, conditional=True,
-                                                    modality=chest.modality)
-                               for model in MODELS}, train_set, log)
-    for model in MODELS:
-        run = runs[model]
-        generators[f"+ {display_name(model)}"] = Sampler(run["checkpoint"], device=device)
-        training[model] = _without_history(run)
-    result = run_augmentation(chest, generators, seeds=range(budget.aug_seeds), settings=settings,
-                              positive="nodule", split=split, progress=log)
-    result["generator_training"] = training
-    result["generator_train_count"] = len(train_set)
-    return result
+    results = []
+    for split_seed in budget.chest_splits:
+        split = split_indices(chest.labels, settings.split, split_seed)
+        folder = write_split_folder(chest, split["train"], work / f"chest-split{split_seed}-train")
+        train_set = VolumeDataset(str(folder), size=size, modality=chest.modality, conditional=True)
+        runs_dir = work / f"chest-split{split_seed}"
+        options = {(model, seed): train_options(budget, str(folder), runs_dir / f"{model}-seed{seed}", model,
+                                                budget.chest_iterations, device, seed, conditional=True,
+                                                modality=chest.modality, split="none")
+                   for seed in budget.chest_gan_seeds for model in MODELS}
+        runs = train_all(budget, options, train_set, log)
+        for seed in budget.chest_gan_seeds:
+            generators: dict = {"real only": None}
+            for model in MODELS:
+                generators[f"+ {display_name(model)}"] = Sampler(runs[model, seed]["checkpoint"], device=device)
+            log(f"Table 5 split {split_seed}, generator seed {seed}")
+            result = run_augmentation(chest, generators, seeds=range(budget.aug_seeds), settings=settings,
+                                      positive="nodule", split=split, progress=log)
+            result.update(split_seed=split_seed, gan_seed=seed, generator_train_count=len(train_set),
+                          generator_training={m: _without_history(runs[m, seed]) for m in MODELS})
+            results.append(result)
+    combined = combine_augmentation(results)
+    combined["generator_train_count"] = results[0]["generator_train_count"]
+    return combined
 
 
 def _bench(preset: str, batch: int, its: int, reps: int, device: str, threads, log) -> dict:

@@ -23,11 +23,11 @@ from .budgets import Budget
 HISTORY_NAME = "history.json"
 
 
-def train_options(budget: Budget, data: str, out: Path, model: str, iterations: int, device: str,
+def train_options(budget: Budget, data: str, out: Path, model: str, iterations: int, device: str, seed: int,
                   **kw) -> TrainOptions:
     """The options of one system's run at this budget (`kw`: more TrainOptions fields)."""
     return TrainOptions(data=data, out=out, model=model, preset=budget.gan_preset, iterations=iterations,
-                        batch_size=budget.gan_batch_size, device=device, seed=budget.seed,
+                        batch_size=budget.gan_batch_size, device=device, seed=seed,
                         checkpoint_every=max(50, iterations // 4), **kw)
 
 
@@ -81,12 +81,16 @@ def _train_worker(options: TrainOptions, threads: int | None) -> dict:
     return train_one(dataclasses.replace(options, threads=threads), None, _stderr)
 
 
-def train_both(budget: Budget, options: dict[str, TrainOptions], dataset, log) -> dict:
-    """Train every system of `options`: side by side, one worker process each, or one after the other here."""
+def train_all(budget: Budget, options: dict, dataset, log) -> dict:
+    """Train every run of `options` (key -> TrainOptions): `budget.workers` worker processes at a time, or
+    one after the other here. Runs are queued in the order given (put the systems of one seed together,
+    so they share the cores alike)."""
     if not budget.parallel_training:
-        return {model: train_one(opts, dataset, log) for model, opts in options.items()}
-    log(f"training {', '.join(options)} side by side (one process each, {budget.threads or 'default'} thread(s))")
+        return {key: train_one(opts, dataset, log) for key, opts in options.items()}
+    workers = min(len(options), budget.workers)
+    log(f"training {len(options)} runs, {workers} at a time (one process each, {budget.threads or 'default'} "
+        "thread(s))")
     ctx = mp.get_context("spawn")  # a fresh interpreter: no torch thread pool or CUDA state inherited
-    with ctx.Pool(len(options)) as pool:
-        jobs = {model: pool.apply_async(_train_worker, (opts, budget.threads)) for model, opts in options.items()}
-        return {model: job.get() for model, job in jobs.items()}
+    with ctx.Pool(workers) as pool:
+        jobs = {key: pool.apply_async(_train_worker, (opts, budget.threads)) for key, opts in options.items()}
+        return {key: job.get() for key, job in jobs.items()}
