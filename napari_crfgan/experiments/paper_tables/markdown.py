@@ -145,13 +145,18 @@ def _table4(hardware: dict, realism: dict, budget: Budget) -> list[str]:
     lines = ["| preset | device | batch | " + " | ".join(f"{display_name(m)} (it/s)" for m in MODELS)
              + " | " + " | ".join(f"CRF-GAN faster {h}" for *_, h in _VERSUS) + " | paper: faster |",
              "|---" * width + "|"]
-    for preset, r in hardware["speed"].items():
+    cuda_speed = {p: rows[budget.speed_batch] for p, rows in hardware["cuda"].items()
+                  if budget.speed_batch in rows and "error" not in rows[budget.speed_batch]}
+    for preset, r in [*hardware["speed"].items(), *cuda_speed.items()]:
         n = r["repeats"]
         paper = PAPER["speed_faster_pct"].get(preset)
         faster = [pct_cell(bench_pct(r, a, ref, "speed"), n) for a, ref, _ in _VERSUS]
         lines.append(f"| {preset} | {r['device']} | {r['batch_size']} | "
                      + " | ".join(_speed_cell(r["results"][m], n) for m in MODELS)
                      + f" | {' | '.join(faster)} | {'' if paper is None else f'{paper}%'} |")
+    if not hardware["cuda_available"] and budget.cuda_presets:
+        lines.append(f"| {', '.join(budget.cuda_presets)} | - | {budget.speed_batch} | not measured: no CUDA device "
+                     "on this machine |" + " |" * (width - 4))
     tr = {m: realism["models"][m]["train"] for m in MODELS}
     if all(t.get("iters_per_s") for t in tr.values()):
         its = {m: t["iters_per_s"] for m, t in tr.items()}
