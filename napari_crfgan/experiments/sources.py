@@ -158,3 +158,39 @@ def _training_source(fake: str) -> tuple[str | None, int | None]:
     if source and source.startswith("demo-"):
         return source, data.get("count")
     return (source, None) if source and Path(source).is_dir() else (None, None)
+
+
+# ---- the sample widget's Nearest training volume button
+def reference_volumes(sampler) -> tuple:
+    """(training volumes, held-out test volumes or None) of the sampler's checkpoint, prepared at its size.
+
+    Slow the first time (every file is preprocessed into the cache), so it runs in a worker.
+    """
+    from ..data import DatasetError, Split, training_dataset
+
+    data = sampler.checkpoint.data
+    # the settings the run trained with, so the volumes are preprocessed (and filtered) as it saw them
+    kw = {"modality": data.get("modality"), "conditional": bool(data.get("conditional"))}
+    train = training_dataset(data, sampler.cfg.size, **kw)
+    if train is None:
+        split = data.get("split")
+        where = split.get("source") if isinstance(split, dict) else data.get("source")
+        raise DatasetError(f"The training volumes of this checkpoint ({where or 'source not recorded'}) "
+                           "are not on this machine.")
+    test = None
+    if isinstance(data.get("split"), dict):
+        test = Split.from_record(data["split"]).dataset("test", sampler.cfg.size, **kw)
+    return train, test
+
+
+def nearest_training_volume(sampler, volume, references: tuple | None = None) -> tuple:
+    """(references, result): `nearest_training` of `volume` (model units) plus the file and its volume."""
+    from ..evaluation.memorisation import nearest_training
+
+    if references is None:
+        references = reference_volumes(sampler)
+    train, test = references
+    result = nearest_training(volume, train, test)
+    result["file"] = train.files[result["index"]]
+    result["volume"] = train[result["index"]][0].numpy()
+    return references, result

@@ -18,8 +18,8 @@ import napari
 from qtpy.QtWidgets import (QCheckBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
                             QVBoxLayout, QWidget)
 
-from ..data import DatasetError, Split, from_modality_units, to_modality_units, training_dataset
-from ..evaluation.memorisation import nearest_training
+from ..data import from_modality_units, to_modality_units
+from ..experiments.sources import nearest_training_volume
 from ..model import display_name
 from ..runtime import PeakMemory, available_devices
 from ..sampling import Sampler
@@ -33,37 +33,6 @@ def sampling_steps(sampler: Sampler, count: int, seed: int, label, chunk: int | 
     for i in range(count):
         yield sampler.sample(1, seed=seed + i, label=label, chunk=chunk)[0]
     return memory.peak_mb(), time.perf_counter() - t0
-
-
-def reference_volumes(sampler: Sampler) -> tuple:
-    """(training volumes, held-out test volumes or None) of the sampler's checkpoint, prepared at its size.
-
-    Slow the first time (every file is preprocessed into the cache), so it runs in a worker.
-    """
-    data = sampler.checkpoint.data
-    # the settings the run trained with, so the volumes are preprocessed (and filtered) as it saw them
-    kw = {"modality": data.get("modality"), "conditional": bool(data.get("conditional"))}
-    train = training_dataset(data, sampler.cfg.size, **kw)
-    if train is None:
-        split = data.get("split")
-        where = split.get("source") if isinstance(split, dict) else data.get("source")
-        raise DatasetError(f"The training volumes of this checkpoint ({where or 'source not recorded'}) "
-                           "are not on this machine.")
-    test = None
-    if isinstance(data.get("split"), dict):
-        test = Split.from_record(data["split"]).dataset("test", sampler.cfg.size, **kw)
-    return train, test
-
-
-def nearest_training_volume(sampler: Sampler, volume, references: tuple | None = None) -> tuple:
-    """(references, result): `nearest_training` of `volume` (model units) plus the file and its volume."""
-    if references is None:
-        references = reference_volumes(sampler)
-    train, test = references
-    result = nearest_training(volume, train, test)
-    result["file"] = train.files[result["index"]]
-    result["volume"] = train[result["index"]][0].numpy()
-    return references, result
 
 
 def describe(sampler: Sampler) -> str:
