@@ -10,7 +10,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
 
 from napari_crfgan.evaluation import (
     INTERVALS,
@@ -28,6 +27,7 @@ from napari_crfgan.evaluation.inject import noise
 from napari_crfgan.evaluation.kid import _poly_kernel, polynomial_mmd2
 from napari_crfgan.evaluation.mmd import median_bandwidth, mmd, pool_volumes
 from napari_crfgan.evaluation.prdc import prdc
+from phantoms import make_blobs
 
 torch.set_num_threads(1)
 SIZE = 32
@@ -37,21 +37,7 @@ N_BOOT = 100
 
 
 def blobs(n: int, seed: int) -> np.ndarray:
-    """Smooth random blobs with fine texture in [-1, 1] (one distribution per call pattern)."""
-    rng = np.random.default_rng(seed)
-    g = (np.arange(SIZE) + 0.5) / SIZE * 2 - 1
-    z, y, x = np.meshgrid(g, g, g, indexing="ij")
-    out = np.empty((n, SIZE, SIZE, SIZE), np.float32)
-    for i in range(n):
-        body = 1.0 / (1.0 + np.exp((((z / 0.8) ** 2 + (y / 0.7) ** 2 + (x / 0.75) ** 2) - 1.0) * 12.0))
-        tissue = np.zeros_like(z)
-        for _ in range(rng.integers(3, 7)):
-            p, s, a = rng.uniform(-0.5, 0.5, 3), rng.uniform(0.08, 0.25), rng.uniform(-0.7, 0.8)
-            tissue += a * np.exp(-((z - p[0]) ** 2 + (y - p[1]) ** 2 + (x - p[2]) ** 2) / (2 * s * s))
-        tex = ndimage.gaussian_filter(rng.standard_normal(z.shape), 0.8)
-        tissue += 0.25 * tex / tex.std()
-        out[i] = np.clip(-1.0 + body * (1.0 + np.clip(tissue, -0.8, 0.95)), -1.0, 1.0)
-    return out
+    return make_blobs(n, SIZE, seed)
 
 
 @pytest.fixture(scope="module")
