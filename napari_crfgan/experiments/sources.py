@@ -23,16 +23,23 @@ def load_volumes(source: str, size: int, num: int | None = None, modality: str |
     A checkpoint is sampled with latent seeds seed, seed + 1, ...
     """
     if is_checkpoint(source):
-        from ..sampling import Sampler
+        from ..runtime import load_checkpoint
 
-        sampler = Sampler(source)
-        if sampler.cfg.size != size:
-            raise ValueError(f"checkpoint {source} makes {sampler.cfg.size}^3 volumes, not {size}^3")
-        volumes = [sampler.sample(1, seed=seed + i, label=label)[0].model_units for i in range(num or 64)]
-        return np.stack(volumes), sampler.modality
+        return _generated(load_checkpoint(source), source, size, num, seed, label)
     dataset = VolumeDataset(source, size=size, modality=modality, demo_count=num,
                             demo_seed=demo_seed)
     return _stack(dataset, num), dataset.modality
+
+
+def _generated(checkpoint, name: str, size: int, num: int | None, seed: int, label) -> tuple[np.ndarray, str]:
+    """`num` (default 64) volumes of a loaded checkpoint from latent seeds seed, seed + 1, ..., and its modality."""
+    from ..sampling import Sampler
+
+    sampler = Sampler(checkpoint)
+    if sampler.cfg.size != size:
+        raise ValueError(f"checkpoint {name} makes {sampler.cfg.size}^3 volumes, not {size}^3")
+    volumes = [sampler.sample(1, seed=seed + i, label=label)[0].model_units for i in range(num or 64)]
+    return np.stack(volumes), sampler.modality
 
 
 def model_size(source: str, default: int) -> int:
@@ -71,8 +78,13 @@ def evaluate_sources(real: str | None, fake: str, num: int | None = None, num_re
     from ..evaluation import blur, duplicate, evaluate, slab_seams
     from ..evaluation.inject import nearest_grid, noise
 
-    split = _recorded_split(fake)
-    size = model_size(fake, model_size(real or "", size))
+    from ..data import Split
+    from ..runtime import load_checkpoint
+
+    ckpt = load_checkpoint(fake) if is_checkpoint(fake) else None  # read once: size, split, training data
+    record = ckpt.data.get("split") if ckpt else None
+    split = Split.from_record(record) if isinstance(record, dict) else None
+    size = ckpt.config.size if ckpt else model_size(real or "", size)
     if split is not None and (not real or split.matches(real, None)):
         # the checkpoint's own held-out list: never a volume it was trained on
         test = split.dataset("test", size, modality=modality)
@@ -82,8 +94,10 @@ def evaluate_sources(real: str | None, fake: str, num: int | None = None, num_re
         raise ValueError("give --real (the checkpoint records no split with a held-out test list)")
     else:
         real_v, real_modality = load_volumes(real, size, num=num_real, modality=modality)
-    fake_v, _ = load_volumes(fake, size, num=num, modality=real_modality, seed=seed, label=label,
-                             demo_seed=FAKE_DEMO_SEED)
+    if ckpt is not None:
+        fake_v, _ = _generated(ckpt, fake, size, num, seed, label)
+    else:
+        fake_v, _ = load_volumes(fake, size, num=num, modality=real_modality, demo_seed=FAKE_DEMO_SEED)
     if inject == "seams":
         fake_v = slab_seams(fake_v, period=size // 8, strength=strength)
     elif inject == "blur":
@@ -102,7 +116,7 @@ def evaluate_sources(real: str | None, fake: str, num: int | None = None, num_re
     result = evaluate(real_v, fake_v, features=names, medicalnet=medicalnet, seeds=tuple(range(seeds)),
                       progress=progress)
     result.setdefault("meta", {})["sources"] = {"real": real, "fake": fake, "inject": inject, "size": size}
-    result["split"], train_v = _train_side(split, train, real, fake, size, real_modality)
+    result["split"], train_v = _train_side(ckpt.data if ckpt else None, split, train, real, size, real_modality)
     if train_v is not None:
         from ..evaluation.memorisation import memorisation
 
@@ -115,27 +129,25 @@ def _stack(dataset, num: int | None = None) -> np.ndarray:
     return np.stack([dataset[i][0].numpy() for i in range(count)])
 
 
-def _recorded_split(fake: str):
-    """The split a checkpoint was trained on (None for other sources or runs without one)."""
-    if not is_checkpoint(fake):
-        return None
-    from ..data import Split
-    from ..runtime import load_checkpoint
+def _train_side(data: dict | None, split, train: str | None, real: str, size: int, modality: str):
+    """The report's `split` block (what `real` is, relative to the training data) and the training volumes.
 
-    record = load_checkpoint(fake).data.get("split")
-    return Split.from_record(record) if isinstance(record, dict) else None
+    data: the checkpoint's data record (None for other fake sources); train: the user's --train.
+    """
+    from ..data import training_dataset
 
-
-def _train_side(split, train: str | None, real: str, fake: str, size: int, modality: str):
-    """The report's `split` block (what `real` is, relative to the training data) and the training volumes."""
     if split is not None and train is None:
         block = {"real": real, "train": f"{split.source} (train list, {len(split.parts['train'])} volumes)",
                  "held_out": True, "split": {k: v for k, v in split.record().items() if k != "parts"}
                  | {"counts": split.counts()}}
         return block, _stack(split.dataset("train", size, modality=modality))
-    train_count = None
-    if train is None:
-        train, train_count = _training_source(fake)
+    dataset = None
+    if train is None and data is not None and data.get("source") not in (None, real):
+        # the source the checkpoint records, when it is on this machine
+        dataset = training_dataset(data, size, modality=modality)
+        train = data["source"] if dataset is not None else None
+    elif train is None and data is not None:
+        train = data.get("source")  # None, or the real set itself
     # a demo name is the same draw (demo seed 0) whatever its count: then real overlaps training
     held_out = None if train is None else train != real
     block = {"real": real, "train": train, "held_out": held_out}
@@ -143,21 +155,7 @@ def _train_side(split, train: str | None, real: str, fake: str, size: int, modal
         block["note"] = "evaluated against its own training set: realism is flattered, memorisation not measurable"
     if train is None or held_out is False:
         return block, None
-    train_v, _ = load_volumes(train, size, num=train_count, modality=modality)
-    return block, train_v
-
-
-def _training_source(fake: str) -> tuple[str | None, int | None]:
-    """The training data source (and, for demo sets, the count) a checkpoint records, when readable here."""
-    if not is_checkpoint(fake):
-        return None, None
-    from ..runtime import load_checkpoint
-
-    data = load_checkpoint(fake).data
-    source = data.get("source")
-    if source and source.startswith("demo-"):
-        return source, data.get("count")
-    return (source, None) if source and Path(source).is_dir() else (None, None)
+    return block, _stack(dataset) if dataset is not None else load_volumes(train, size, modality=modality)[0]
 
 
 # ---- the sample widget's Nearest training volume button
