@@ -64,8 +64,8 @@ def test_figures_exist_and_are_png(tiny_run):
     root, md = tiny_run
     images = root / "docs" / "images"
     names = sorted(p.name for p in images.glob("results_*.png"))
-    assert names == ["results_augmentation.png", "results_memory.png", "results_samples.png",
-                     "results_training.png"]
+    assert names == ["results_augmentation.png", "results_memory.png", "results_nearest.png",
+                     "results_samples.png", "results_training.png"]
     for name in names:
         data = (images / name).read_bytes()
         assert data.startswith(PNG) and len(data) > 2000
@@ -240,3 +240,19 @@ def test_a_ranking_needs_every_seed_on_the_same_side():
     assert _verdict([{"better": "b"}] * 3, "crfgan", "hagan") == "HA-GAN better in every seed"
     for mixed in ([{"better": "a"}, {"better": None}], [{"better": "a"}, {"better": "b"}]):
         assert _verdict(mixed, "crfgan", "hagan") == "no consistent difference"
+
+
+def test_table5_trains_real_only_once_per_split_and_every_generator_seed(tiny_run):
+    root, _ = tiny_run
+    import json
+    aug = json.loads((root / "work" / "tiny" / "results.json").read_text())["augmentation"]
+    b = BUDGETS["tiny"]
+    n_split, n_gan, n_clf = len(b.chest_splits), len(b.chest_gan_seeds), b.aug_seeds
+    assert aug["n_results"] == n_split  # one run_augmentation per split
+    real = aug["arms"]["real only"]
+    assert real["f1"]["n"] == n_split * n_clf  # not once more per generator seed
+    for model in MODELS:
+        arm = aug["arms"][f"+ {display_name(model)}"]
+        assert arm["f1"]["n"] == n_split * n_gan * n_clf and arm["generators"] == n_gan
+        assert sorted({r["generator"] for r in arm["runs"]}) == list(range(n_gan))
+        assert arm["class_fidelity"]["n"] == n_split * n_gan * n_clf  # each generator judged by each classifier

@@ -429,8 +429,11 @@ def run_augmentation(real_dataset, generators: Mapping[str, object | None], seed
 
     Args:
         real_dataset: a labelled :class:`~napari_crfgan.data.VolumeDataset` (two classes).
-        generators: arm name -> conditional :class:`~napari_crfgan.sampling.Sampler`, or None for
-            the real-only arm, e.g. ``{"real only": None, "CRF-GAN": s1, "HA-GAN": s2}``.
+        generators: arm name -> conditional :class:`~napari_crfgan.sampling.Sampler`, a sequence of
+            them (one per generator training seed: each adds its own synthetic volumes to the real
+            ones, and the arm's runs are every generator x classifier seed), or None for the
+            real-only arm, e.g. ``{"real only": None, "CRF-GAN": [s1, s2, s3], "HA-GAN": s4}``.
+            The real-only classifiers are trained once, whatever the number of generators.
         seeds: classifier seeds (the paper uses 10).
         settings: :class:`AugmentationSettings` (defaults if None).
         positive: the positive class, by name or index ("nodule").
@@ -440,9 +443,11 @@ def run_augmentation(real_dataset, generators: Mapping[str, object | None], seed
 
     Returns:
         A JSON-able dict: ``arms`` (name -> ``precision``/``recall``/``f1``/``accuracy`` as
-        ``{"mean", "std"}`` in [0, 1], ``synthetic`` count, ``epochs_run``, ``runs`` per seed;
+        ``{"mean", "std"}`` in [0, 1], ``synthetic`` count (per generator), ``epochs_run``, ``runs``
+        (one per generator and classifier seed, with ``generator`` its index where the arm has generators);
         generator arms also ``class_fidelity``: :func:`class_fidelity` of the real-only
-        classifiers, one per seed, on the arm's synthetic volumes), ``real_only_accuracy``
+        classifiers, one per seed, on each of the arm's generators' synthetic volumes; ``generators``: how many),
+        ``real_only_accuracy``
         (those classifiers' test accuracy, ``{"mean", "std", "runs"}``), ``split`` (indices and counts),
         ``positive``, ``seeds``, ``settings``, ``seconds``. Without a real-only arm (None) in
         `generators`, the real-only classifiers are still trained, for class fidelity alone.
@@ -466,6 +471,23 @@ def _train_arm(name, x, y, val_x, val_y, test_x, test_y, seeds, settings, say) -
         say(f"{name} seed {seed}: F1 {scores['f1']:.3f}, accuracy {scores['accuracy']:.3f}, stopped after "
             f"{hist['epochs_run']} epochs (best {hist['best_epoch']})")
     return runs, models
+
+
+def _samplers_of(generator) -> list:
+    """An arm's generators: none (real only), one Sampler, or a sequence of them (one per training seed)."""
+    if generator is None:
+        return []
+    return list(generator) if isinstance(generator, (list, tuple)) else [generator]
+
+
+def _merge_fidelity(results: list[dict]) -> dict:
+    """One class-fidelity entry from those of an arm's generators: every (generator, classifier) pair once."""
+    if len(results) == 1:
+        return results[0]
+    runs = [r for res in results for r in res["runs"]]
+    return {**_mean_std(runs), "runs": runs,
+            "per_class": {c: float(np.mean([res["per_class"][c] for res in results])) for c in results[0]["per_class"]},
+            "count": results[0]["count"]}
 
 
 def _arm_summary(runs: list[dict], n_synthetic: int) -> dict:
@@ -501,9 +523,8 @@ def _run_arms(real_dataset, generators, seeds, settings: AugmentationSettings, p
     n_train = len(split["train"])
     n_syn = int(round(n_train * settings.synthetic_fraction / (1 - settings.synthetic_fraction)))
     counts = {k: n_syn // 2 + (1 if k < n_syn % 2 else 0) for k in range(2)}
-    for name, sampler in generators.items():  # fail before any training
-        if sampler is None:
-            continue
+    samplers = {name: _samplers_of(g) for name, g in generators.items()}
+    for name, sampler in ((n, s) for n, ss in samplers.items() for s in ss):  # fail before any training
         if sampler.cfg.num_classes < 2:
             raise ValueError("the augmentation task needs a class-conditional generator (train with conditional)")
         if sampler.cfg.size != real_dataset.size:
@@ -521,17 +542,23 @@ def _run_arms(real_dataset, generators, seeds, settings: AugmentationSettings, p
     real_runs, real_models = _train_arm(real_name or "real only (for class fidelity)", train_f, train_y, val_f,
                                         val_y, test_f, test_y, seeds, settings, say)
     arms: dict[str, dict] = {}
-    for name, sampler in generators.items():
-        if sampler is None:
+    for name, group in samplers.items():
+        if not group:
             arms[name] = _arm_summary(real_runs, 0)
             continue
-        say(f"{name}: sampling {n_syn} synthetic volumes")
-        sx, sl = synthesise(sampler, counts, settings.synthetic_seed)
-        runs, _ = _train_arm(name, torch.cat([train_f, enhance.all(sx)]), torch.cat([train_y, (sl == pos).float()]),
-                             val_f, val_y, test_f, test_y, seeds, settings, say)
+        runs, fidelity = [], []
+        for g, sampler in enumerate(group):  # each generator (training seed) of the arm, the same classifier seeds
+            say(f"{name}: sampling {n_syn} synthetic volumes" + (f" (generator {g})" if len(group) > 1 else ""))
+            sx, sl = synthesise(sampler, counts, settings.synthetic_seed)
+            arm_runs, _ = _train_arm(name, torch.cat([train_f, enhance.all(sx)]),
+                                     torch.cat([train_y, (sl == pos).float()]), val_f, val_y, test_f, test_y, seeds,
+                                     settings, say)
+            runs += [{**r, "generator": g} for r in arm_runs]
+            fidelity.append(class_fidelity(real_models, sx, sl, positive=pos, batch=settings.batch_size,
+                                           threshold=settings.threshold, class_names=names))
         arms[name] = _arm_summary(runs, len(sx))
-        arms[name]["class_fidelity"] = class_fidelity(real_models, sx, sl, positive=pos, batch=settings.batch_size,
-                                                      threshold=settings.threshold, class_names=names)
+        arms[name]["generators"] = len(group)
+        arms[name]["class_fidelity"] = _merge_fidelity(fidelity)
         say(f"{name}: class fidelity {arms[name]['class_fidelity']['mean']:.3f} (real-only classifiers)")
     return {
         "task": "nodule / no-nodule classification on held-out real volumes",
@@ -598,6 +625,8 @@ def combine_augmentation(results: Sequence[dict]) -> dict:
                "epochs_run": stats([[run["epochs_run"] for run in a["runs"]] for a in per]),
                "best_epoch": stats([[run["best_epoch"] for run in a["runs"]] for a in per]),
                "runs": runs}
+        if "generators" in per[0]:
+            arm["generators"] = per[0]["generators"]
         if all("class_fidelity" in a for a in per):
             arm["class_fidelity"] = stats([a["class_fidelity"]["runs"] for a in per])
             arm["class_fidelity"]["per_class"] = {
@@ -650,10 +679,12 @@ def augmentation_markdown(result: dict, paper_f1: Mapping[str, str] | None = Non
     s = result["settings"]
     splits = result.get("splits")
     if splits is not None:  # combined
-        n_runs = next(iter(result["arms"].values()))["f1"]["n"] if result["arms"] else 0
+        gens = max((a.get("generators", 1) for a in result["arms"].values() if a["synthetic"]), default=1)
+        runs = ", ".join(f"{k}: {a['f1']['n']}" for k, a in result["arms"].items())
         how = (f"{len(splits)} stratified splits (each: train {c['train']} ({p['train']} {result['positive']}), "
-               f"validation {c['val']} ({p['val']}), test {c['test']} ({p['test']})) x {len(result['seeds'])} "
-               f"classifier seeds ({n_runs} runs per arm, {result.get('n_results', len(splits))} results)")
+               f"validation {c['val']} ({p['val']}), test {c['test']} ({p['test']}))"
+               + (f" x {gens} generators (training seeds) per system" if gens > 1 else "")
+               + f" x {len(result['seeds'])} classifier seeds (runs per arm: {runs})")
         spread = ("std over all runs (ddof=1); the std of the per-split means (F1): "
                   + ", ".join(f"{k} {100 * a['f1']['split_std']:.2f}" for k, a in result["arms"].items()))
     else:

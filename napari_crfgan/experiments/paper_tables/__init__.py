@@ -117,13 +117,14 @@ def _run(budget: Budget, plt, out: Path, work: Path, device: str, command: str, 
         return result
 
     params = timed("Table 2: parameter counts", count_parameters, budget.param_presets)
-    realism, real, samples = timed("Table 1: train on demo-brain, sample, evaluate", measure_realism, budget, work,
-                                   device, log)
+    realism, real, samples, train = timed("Table 1: train on demo-brain, sample, evaluate", measure_realism,
+                                          budget, work, device, log)
     augmentation = timed("Table 5: conditional training on demo-chest, classifier seeds", measure_augmentation,
                          budget, work, device, log)
     hardware = timed("Tables 3 and 4: bench", measure_hardware, budget, log)
     images = out / IMAGE_DIR
-    figures = timed("figures", draw_figures, plt, images, realism, real, samples, hardware, augmentation)
+    figures = timed("figures", draw_figures, plt, images, realism, real, samples, train, hardware,
+                    augmentation)
     total = time.perf_counter() - t_start
     raw = {
         "budget": {k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)

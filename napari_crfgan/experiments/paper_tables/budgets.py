@@ -33,12 +33,12 @@ class Budget:
     num_samples: int  # generated volumes per system and training seed for Table 1
     chest_count: int  # demo-chest volumes (Table 5), split train / val / test
     chest_iterations: int
-    aug_seeds: int  # classifier seeds per split and generator seed (Table 5)
+    aug_seeds: int  # classifier seeds per split and generator (Table 5)
     gan_seeds: tuple[int, ...] = (0, 1, 2)  # training seeds of every system in Table 1
     brain_split: tuple[float, float, float] = (0.5, 0.1, 0.4)  # train / val / test of demo-brain (Table 1)
     split_seed: int = 0  # of the demo-brain split
     chest_splits: tuple[int, ...] = (0, 1, 2)  # seeds of the demo-chest splits (Table 5)
-    chest_gan_seeds: tuple[int, ...] = (0,)  # generator training seeds per split (Table 5)
+    chest_gan_seeds: tuple[int, ...] = (0, 1, 2)  # generator training seeds per split (Table 5)
     paired_boot: int = 200  # bootstrap replicates of the paired differences (Table 1)
     workers: int = 3  # GAN training processes at once when parallel_training
     aug_settings: AugmentationSettings = field(default_factory=AugmentationSettings)
@@ -65,7 +65,8 @@ BUDGETS: dict[str, Budget] = {
         name="tiny",
         description="tests only: tiny-32 models, a handful of iterations, 2 classifier seeds; the numbers mean nothing",
         gan_preset="tiny-32", gan_batch_size=2, brain_count=16, brain_iterations=4, num_samples=8,
-        chest_count=12, chest_iterations=4, aug_seeds=2, gan_seeds=(0, 1), chest_splits=(0, 1), paired_boot=20,
+        chest_count=12, chest_iterations=4, aug_seeds=2, gan_seeds=(0, 1), chest_splits=(0, 1), chest_gan_seeds=(0, 1),
+        paired_boot=20,
         aug_settings=AugmentationSettings(max_epochs=6, patience=2, batch_size=4),
         eval_options={"features": ("shallow",), "seeds": (0,), "kid_subsets": 10, "mmd_permutations": 20,
                       "msssim_pairs": 4, "n_boot": 50},
@@ -74,8 +75,9 @@ BUDGETS: dict[str, Budget] = {
     ),
     "small": Budget(
         name="small",
-        description="small-64 models on CPU (2 cores), about 80 minutes: 3 systems x 3 training seeds on "
-                    "demo-brain, 3 systems x 3 splits on demo-chest, three processes of one torch thread at a time",
+        description="small-64 models on CPU (2 cores), about 100 minutes: 3 systems x 3 training seeds on "
+                    "demo-brain, 3 systems x 3 splits x 3 training seeds on demo-chest, three processes of one "
+                    "torch thread at a time",
         gan_preset="small-64", gan_batch_size=4, brain_count=60, brain_iterations=500, num_samples=32,
         chest_count=80, chest_iterations=250, aug_seeds=5,
         aug_settings=AugmentationSettings(), parallel_training=True,
@@ -84,7 +86,7 @@ BUDGETS: dict[str, Budget] = {
         name="paper",
         description="GPU scale (not run here): paper-256 models for 80k / 40k iterations on a CUDA GPU",
         gan_preset="paper-256", gan_batch_size=4, brain_count=512, brain_iterations=80_000, num_samples=512,
-        chest_count=512, chest_iterations=40_000, aug_seeds=10, chest_gan_seeds=(0, 1, 2), paired_boot=1000,
+        chest_count=512, chest_iterations=40_000, aug_seeds=10, paired_boot=1000,
         aug_settings=AugmentationSettings(max_epochs=100, patience=10, batch_size=8, width=16),
         memory_presets=("paper-64", "paper-128", "paper-256"), bench_device="cuda", cuda_presets=(),
         threads=None, needs_cuda=True, parallel_training=False,

@@ -1,6 +1,7 @@
-"""The four PNG figures beside results.md, drawn with matplotlib (Agg, no display needed).
+"""The five PNG figures beside results.md, drawn with matplotlib (Agg, no display needed).
 
-``images/results_samples.png`` (slices of real and generated volumes), ``results_training.png``
+``images/results_samples.png`` (slices of real and generated volumes), ``results_nearest.png``
+(generated volumes beside their nearest training volume, the memorisation check), ``results_training.png``
 (GAN losses of the Table 1 runs), ``results_memory.png`` (Table 3) and
 ``results_augmentation.png`` (Table 5, F1 per classifier seed).
 """
@@ -29,12 +30,13 @@ def require_matplotlib():
     return plt
 
 
-def draw_figures(plt, images: Path, realism: dict, real: np.ndarray, samples: dict, hardware: dict,
-                 augmentation: dict) -> dict[str, str]:
-    """Write the four figures into `images`; returns their paths by name."""
+def draw_figures(plt, images: Path, realism: dict, real: np.ndarray, samples: dict, train: np.ndarray,
+                 hardware: dict, augmentation: dict) -> dict[str, str]:
+    """Write the five figures into `images`; returns their paths by name."""
     images.mkdir(parents=True, exist_ok=True)
     figures = {
         "samples": (_samples, (real, samples)),
+        "nearest": (_nearest, (realism, samples, train)),
         "training": (_losses, (realism,)),
         "memory": (_memory, (hardware,)),
         "augmentation": (_augmentation, (augmentation,)),
@@ -62,6 +64,34 @@ def _samples(plt, real: np.ndarray, samples: dict):
             if j == 0:
                 ax.set_ylabel(name, fontsize=8)
     fig.suptitle("Middle axial / coronal / sagittal slices (generated: latent seeds 0-3)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+NEAREST_PAIRS = 3  # generated volumes per system in the nearest-neighbour montage
+
+
+def _nearest(plt, realism: dict, samples: dict, train: np.ndarray):
+    """A row per system: generated volumes (latent seeds 0-2, first training seed), each beside the training
+    volume nearest to it in the memorisation space, with both distances."""
+    n = min(NEAREST_PAIRS, *(len(samples[m]) for m in MODELS))
+    fig, axes = plt.subplots(len(MODELS), 2 * n, figsize=(2.6 * 2 * n, 1.5 * len(MODELS) + 0.5), squeeze=False)
+    for i, model in enumerate(MODELS):
+        mem = realism["models"][model]["metrics"]["memorisation"]
+        for j in range(n):
+            k, d, limit = mem["nearest_train"][j], mem["fake_to_train"][j], mem["threshold"]
+            closer = "<" if d < limit else ">="
+            panels = ((samples[model][j], f"sample {j}"), (train[k], f"train #{k}: {d:.1f} {closer} {limit:.1f}"))
+            for c, (vol, title) in enumerate(panels):
+                ax = axes[i][2 * j + c]
+                ax.imshow(orthogonal_slices(vol), cmap="gray", vmin=-1, vmax=1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(title, fontsize=6)
+                if j == 0 and c == 0:
+                    ax.set_ylabel(display_name(model), fontsize=8)
+    fig.suptitle("Generated volume, then its nearest training volume (distance at 16^3; in brackets the 5th "
+                 "percentile of held-out scans' distances: below it = closer than new scans)", fontsize=8)
     fig.tight_layout()
     return fig
 

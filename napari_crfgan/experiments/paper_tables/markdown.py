@@ -235,6 +235,13 @@ def _realism_section(ctx: dict) -> list[str]:
         "",
         f"![samples]({img}/results_samples.png)",
         "",
+        ("Memorisation, by eye: each generated volume (training seed "
+         f"{seeds[0]}) beside the training volume nearest to it in the memorisation space (volumes pooled to "
+         "16^3), with that distance and the 5th percentile of the test volumes' nearest-training distances; a "
+         "copy of a training scan would look the same as its neighbour and fall below that percentile."),
+        "",
+        f"![nearest training volumes]({img}/results_nearest.png)",
+        "",
         f"![training losses]({img}/results_training.png)",
         "",
         f"<details><summary>All metrics of Table 1, training seed {seeds[0]} (evaluate() output)</summary>",

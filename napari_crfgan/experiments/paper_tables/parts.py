@@ -66,12 +66,12 @@ def _headline(metrics: dict) -> dict[str, float]:
     return out
 
 
-def measure_realism(budget: Budget, work: Path, device: str, log) -> tuple[dict, np.ndarray, dict]:
+def measure_realism(budget: Budget, work: Path, device: str, log) -> tuple[dict, np.ndarray, dict, np.ndarray]:
     """Table 1: every system trained from each of `budget.gan_seeds` on the train list of one demo-brain
     split, sampled from the same latent seeds, scored against the held-out test list.
 
-    Returns the results, the test volumes and each system's generated volumes of the first seed (for the
-    figure).
+    Returns the results, the test volumes, each system's generated volumes of the first seed and the
+    training volumes (for the figures).
     """
     size = get_config(budget.gan_preset).size
     split = make_split("demo-brain", budget.brain_split, seed=budget.split_seed, demo_count=budget.brain_count)
@@ -112,7 +112,7 @@ def measure_realism(budget: Budget, work: Path, device: str, log) -> tuple[dict,
         out["paired"][f"{a} - {b}"] = {seed: paired_bootstrap(real, fakes[a, seed], fakes[b, seed], features=feats,
                                                               n_boot=budget.paired_boot, seed=seed)
                                        for seed in budget.gan_seeds}
-    return out, real, {m: fakes[m, first] for m in MODELS}
+    return out, real, {m: fakes[m, first] for m in MODELS}, train_v
 
 
 def measure_augmentation(budget: Budget, work: Path, device: str, log) -> dict:
@@ -133,16 +133,19 @@ def measure_augmentation(budget: Budget, work: Path, device: str, log) -> dict:
                                                 modality=chest.modality, split="none")
                    for seed in budget.chest_gan_seeds for model in MODELS}
         runs = train_all(budget, options, train_set, log)
-        for seed in budget.chest_gan_seeds:
-            generators: dict = {"real only": None}
-            for model in MODELS:
-                generators[f"+ {display_name(model)}"] = Sampler(runs[model, seed]["checkpoint"], device=device)
-            log(f"Table 5 split {split_seed}, generator seed {seed}")
-            result = run_augmentation(chest, generators, seeds=range(budget.aug_seeds), settings=settings,
-                                      positive="nodule", split=split, progress=log)
-            result.update(split_seed=split_seed, gan_seed=seed, generator_train_count=len(train_set),
-                          generator_training={m: _without_history(runs[m, seed]) for m in MODELS})
-            results.append(result)
+        # one call per split: the real-only classifiers are trained once and judge every generator's fidelity
+        generators: dict = {"real only": None}
+        for model in MODELS:
+            generators[f"+ {display_name(model)}"] = [Sampler(runs[model, seed]["checkpoint"], device=device)
+                                                      for seed in budget.chest_gan_seeds]
+        log(f"Table 5 split {split_seed}, generator seeds {list(budget.chest_gan_seeds)}")
+        result = run_augmentation(chest, generators, seeds=range(budget.aug_seeds), settings=settings,
+                                  positive="nodule", split=split, progress=log)
+        result.update(split_seed=split_seed, gan_seeds=list(budget.chest_gan_seeds),
+                      generator_train_count=len(train_set),
+                      generator_training={f"{m} seed {seed}": _without_history(runs[m, seed]) for m in MODELS
+                                          for seed in budget.chest_gan_seeds})
+        results.append(result)
     combined = combine_augmentation(results)
     combined["generator_train_count"] = results[0]["generator_train_count"]
     return combined
