@@ -30,8 +30,8 @@ def add_options(parser: argparse.ArgumentParser, cls) -> None:
         kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
         choices = meta.get("choices")
         kw: dict = {"dest": f.name, "help": meta.get("help"), "default": f.default}
-        if kind is bool:
-            kw["action"] = "store_true"
+        if kind is bool:  # a flag; --x / --no-x where the default is None ("the recipe's" or "the preset's")
+            kw["action"] = argparse.BooleanOptionalAction if f.default is None else "store_true"
         else:
             kw["type"] = kind if kind in (int, float) else str
             kw["choices"] = choices() if callable(choices) else choices

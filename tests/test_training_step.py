@@ -169,7 +169,7 @@ def test_crf_grad_share_is_the_pairwise_path_of_the_embedding_gradient():
         system.crf.weight.normal_()
     z, _ = system.draw_latent(2)
     emb, slab = system.generate_slab(z, 8)
-    loss, _, diagnostics = system._generator_loss(emb, slab, 8, None, 0.5)
+    loss, _, diagnostics = system._generator_loss(emb, slab, slab.detach(), 8, None, 0.5)
     loss.backward(retain_graph=True)
     share = float(diagnostics()["crf_grad_share"])
 

@@ -57,9 +57,13 @@ def test_training_runs_in_a_worker_with_progress_plot_preview_and_checkpoint(mak
     w = dock(viewer, "Train")
     memory = dock(viewer, "Memory and speed")
     set_up_training(w, npy_folder, tmp_path / "run", iterations=3, preview_every=2)
+    choose(w.recipe, "hinge")  # the Advanced recipe section reaches the run's config
+    w.ema_decay.setValue(0.5)
     w.start()
     assert w.worker is not None and not w.start_button.isEnabled() and w.stop_button.isEnabled()
     idle(qtbot, w)
+    cfg = load_checkpoint(tmp_path / "run" / "checkpoint.pt").config
+    assert (cfg.loss, cfg.ema_decay, cfg.upsample) == ("hinge", 0.5, "nearest")
     # progress, loss curves, preview layer, checkpoint
     assert w.progress_done == 3
     assert set(w.plot.lines) == {"d", "g", "encoder", "crf", "crf_w_mean", "crf_w_max", "crf_minus_d",

@@ -25,6 +25,7 @@ import torch
 
 from .crf import PatchCRF
 from .presets import ModelConfig
+from . import losses
 from .system import GANSystem, bce, floats, frozen
 
 
@@ -41,6 +42,9 @@ class CRFGAN(GANSystem):
         super().__init__(cfg)
         if self.uses_crf:
             self.crf = PatchCRF(cfg)
+
+    def critic(self, inputs, crop, features=False):
+        return self.d_high(inputs[0], crop, features)
 
     def crf_weight(self, iteration: int) -> float:
         if not self.uses_crf:
@@ -60,17 +64,15 @@ class CRFGAN(GANSystem):
         with torch.no_grad() if reference else torch.enable_grad():  # fast: the G step reuses this graph
             emb, fake_slab = self.generate_slab(z, crop)
         with self.autocast():
-            d_real = self.d_high(real_slab, crop)
-            d_fake = self.d_high(fake_slab.detach(), crop)
-            loss_d = bce(d_real, 1.0) + bce(d_fake, 0.0) + self.class_loss(d_real, labels)
+            loss_d, d_real = self.discriminator_loss((real_slab,), (fake_slab,), crop, labels, iteration)
         out = {"d": self.step(optimizers["d"], loss_d)}
 
         if reference:
             z, fake_labels = self.draw_latent(real.shape[0], fake_labels)
             emb, fake_slab = self.generate_slab(z, crop)
         w = self.crf_weight(iteration)
-        loss_g, d_gen, diagnostics = self._generator_loss(emb, fake_slab, crop, fake_labels, w)
-        out["g"] = self.step(optimizers["g"], loss_g)
+        loss_g, d_gen, diagnostics = self._generator_loss(emb, fake_slab, real_slab, crop, fake_labels, w)
+        out["g"] = self.generator_step(optimizers["g"], loss_g)
         out.update(diagnostics() if diagnostics else {})
 
         if reference:
@@ -89,17 +91,17 @@ class CRFGAN(GANSystem):
             out["crf_weight"] = w
         return floats(out)
 
-    def _generator_loss(self, emb, fake_slab, crop, fake_labels, w):
+    def _generator_loss(self, emb, fake_slab, real_slab, crop, fake_labels, w):
         """G's loss on D^H and the CRF, D^H's output, and a callable giving the CRF diagnostics
         (read after the backward pass, which fills the gradients they need)."""
         cfg = self.cfg
         conditional_crf = bool(cfg.num_classes) and cfg.step == "reference"
         frozen_nets = (self.d_high, self.crf) if self.uses_crf else (self.d_high,)
         with frozen(*frozen_nets), self.autocast():
-            d_gen = self.d_high(fake_slab, crop)
+            d_gen, matching = self.generator_critic((fake_slab,), (real_slab,), crop)
             if not self.uses_crf:
-                loss = bce(d_gen, 1.0) + cfg.class_loss_weight * self.class_loss(d_gen, fake_labels)
-                return loss, d_gen, None
+                loss = losses.g_loss(cfg, d_gen) + cfg.class_loss_weight * self.class_loss(d_gen, fake_labels)
+                return (loss if matching is None else loss + matching), d_gen, None
             # the CRF reads the embedding through its own autograd node, so the gradient entering
             # G^A through the CRF's node features (the consistency signal D^H alone does not give;
             # the CRF's unary is D^H's logit, whose gradient takes the slab's path) can be told apart
@@ -113,7 +115,9 @@ class CRFGAN(GANSystem):
             class_logits = d_gen
             if crf.class_logits is not None:
                 class_logits = torch.cat([blended, (1 - w) * d_gen[:, 1:].float() + w * crf.class_logits], dim=1)
-            loss = bce(blended, 1.0) + cfg.class_loss_weight * self.class_loss(class_logits, fake_labels)
+            loss = losses.g_loss(cfg, blended) + cfg.class_loss_weight * self.class_loss(class_logits, fake_labels)
+            if matching is not None:
+                loss = loss + matching
 
         def diagnostics() -> dict:
             with torch.no_grad():
@@ -128,7 +132,8 @@ class CRFGAN(GANSystem):
         return loss, d_gen, diagnostics
 
     def _crf_step_reference(self, real, real_slab, crop, labels, fake_labels, optimizers) -> torch.Tensor:
-        """Only W learns: a fresh fake (G^A + G^H), D^H after its update on it and on the real slab."""
+        """Only W learns: a fresh fake (G^A + G^H), D^H after its update on it and on the real slab (neither
+        augmented: the CRF learns D^H's verdict on volumes as they are, which is what its map shows)."""
         conditional = self.crf.class_weight is not None
         with torch.no_grad(), self.autocast():
             z, _ = self.draw_latent(real.shape[0], fake_labels)

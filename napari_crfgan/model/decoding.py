@@ -2,8 +2,8 @@
 
 The one decoder of the package: the sampler and the trainer's preview both use it.
 `decode_embedding` decodes the whole embedding at once or a few embedding slices at
-a time: each chunk carries a halo of 2 embedding slices (the receptive field of
-G^H's two upsampled 3x3x3 convs), and the GroupNorm between them uses statistics of
+a time: each chunk carries a halo of `head.halo` embedding slices (the receptive
+field of G^H's two upsampled 3x3x3 convs), and the GroupNorm between them uses statistics of
 the whole volume, gathered in a first pass. Both ways normalise with the same
 float64 statistics, so chunked output equals one-pass output (up to float rounding
 of the convs) at a fraction of the peak memory, on any CPU: torch's float32
@@ -16,7 +16,6 @@ import torch
 
 from .generator import SubVolumeHead
 
-HALO = 2  # embedding slices each side of a chunk that G^H's output depends on
 STATS_SLICES = 8  # slices converted to float64 at a time while summing statistics
 
 
@@ -66,13 +65,13 @@ def decode_embedding(head: SubVolumeHead, emb: torch.Tensor, chunk: int | None =
         return head.finish(hidden.pop().mul_(scale).add_(shift))
     for a in range(0, e, step):  # first pass: statistics of the whole volume
         z = min(a + step, e)
-        lo, hi = max(a - 1, 0), min(z + 1, e)  # one slice of halo is enough for conv1
+        lo, hi = max(a - 1, 0), min(z + 1, e)  # one slice of halo is enough for conv1 (any upsampling)
         moments.add(head.hidden(emb[:, :, lo:hi])[:, :, 2 * (a - lo):2 * (z - lo)])
     scale, shift = moments.affine()
     out = torch.empty(b, 1, 4 * e, 4 * emb.shape[3], 4 * emb.shape[4], dtype=torch.float32, device=emb.device)
     for a in range(0, e, step):
         z = min(a + step, e)
-        lo, hi = max(a - HALO, 0), min(z + HALO, e)
+        lo, hi = max(a - head.halo, 0), min(z + head.halo, e)
         y = head.finish(head.hidden(emb[:, :, lo:hi]).mul_(scale).add_(shift))
         out[:, :, 4 * a:4 * z] = y[:, :, 4 * (a - lo):4 * (z - lo)]
     return out

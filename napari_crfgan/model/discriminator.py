@@ -1,7 +1,9 @@
 """Discriminators: sub-volume D^H (both systems) and low-resolution D^L (HA-GAN).
 
-Spectral norm on every conv and linear, LeakyReLU 0.2, no normalisation layers.
-Each returns logits [B, 1 + num_classes]: column 0 real/fake, the rest class logits.
+Spectral norm on every conv and linear (the papers'; `d_spectral_norm=False` leaves it out),
+LeakyReLU 0.2, no normalisation layers; `minibatch_std` adds a minibatch standard-deviation
+channel before the last conv. Each returns logits [B, 1 + num_classes]: column 0 real/fake,
+the rest class logits; D^H also its feature vector when asked (feature matching).
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from .layers import halving_widths, leaky, sn_conv, sn_linear
+from .layers import halving_widths, leaky, minibatch_std, sn_conv, sn_linear
 from .presets import ModelConfig
 
 
@@ -31,28 +33,33 @@ class SubVolumeDiscriminator(nn.Module):
         widths = halving_widths(cfg.d_high_width, len(kinds))
         convs: list[nn.Module] = []
         cin = 1
+        sn = cfg.d_spectral_norm
         for kind, cout in zip(kinds, widths):
             if kind == "cubic":
-                convs.append(sn_conv(cin, cout, 4, 2, 1))
+                convs.append(sn_conv(cin, cout, 4, 2, 1, sn=sn))
             elif kind == "deep":
-                convs.append(sn_conv(cin, cout, (2, 4, 4), 2, (0, 1, 1)))
+                convs.append(sn_conv(cin, cout, (2, 4, 4), 2, (0, 1, 1), sn=sn))
             else:
-                convs.append(sn_conv(cin, cout, (1, 4, 4), (1, 2, 2), (0, 1, 1)))
+                convs.append(sn_conv(cin, cout, (1, 4, 4), (1, 2, 2), (0, 1, 1), sn=sn))
             cin = cout
         self.convs = nn.ModuleList(convs)
-        self.feature = sn_conv(cin, cfg.d_high_feature, (1, 4, 4))
-        self.fc1 = sn_linear(cfg.d_high_feature + 1, cfg.d_high_hidden)
-        self.fc2 = sn_linear(cfg.d_high_hidden, 1 + cfg.num_classes)
+        self.minibatch_std = cfg.minibatch_std
+        self.feature = sn_conv(cin + self.minibatch_std, cfg.d_high_feature, (1, 4, 4), sn=sn)
+        self.fc1 = sn_linear(cfg.d_high_feature + 1, cfg.d_high_hidden, sn=sn)
+        self.fc2 = sn_linear(cfg.d_high_hidden, 1 + cfg.num_classes, sn=sn)
         self.max_crop = cfg.max_crop
 
-    def forward(self, slab: torch.Tensor, crop_idx: int) -> torch.Tensor:
+    def forward(self, slab: torch.Tensor, crop_idx: int, features: bool = False):
+        """Logits [B, 1 + classes]; with `features`, also the feature vector [B, d_high_feature]."""
         x = slab
         for conv in self.convs:
             x = leaky(conv(x))
-        x = leaky(self.feature(x)).flatten(1)  # [B, feature]; flatten keeps B at batch 1
-        pos = x.new_full((x.shape[0], 1), crop_idx / self.max_crop)
-        x = leaky(self.fc1(torch.cat([x, pos], dim=1)))
-        return self.fc2(x)
+        if self.minibatch_std:
+            x = minibatch_std(x)
+        feats = leaky(self.feature(x)).flatten(1)  # [B, feature]; flatten keeps B at batch 1
+        pos = feats.new_full((feats.shape[0], 1), crop_idx / self.max_crop)
+        logits = self.fc2(leaky(self.fc1(torch.cat([feats, pos], dim=1))))
+        return (logits, feats) if features else logits
 
 
 class LowResDiscriminator(nn.Module):
@@ -62,11 +69,15 @@ class LowResDiscriminator(nn.Module):
         super().__init__()
         n = int(math.log2(cfg.embedding_size // 4))
         widths = halving_widths(cfg.d_low_width, n)
-        self.convs = nn.ModuleList(sn_conv(a, b, 4, 2, 1) for a, b in zip([1] + widths, widths))
-        self.out = sn_conv(widths[-1], 1 + cfg.num_classes, 4)
+        sn = cfg.d_spectral_norm
+        self.convs = nn.ModuleList(sn_conv(a, b, 4, 2, 1, sn=sn) for a, b in zip([1] + widths, widths))
+        self.minibatch_std = cfg.minibatch_std
+        self.out = sn_conv(widths[-1] + self.minibatch_std, 1 + cfg.num_classes, 4, sn=sn)
 
     def forward(self, low: torch.Tensor) -> torch.Tensor:
         x = low
         for conv in self.convs:
             x = leaky(conv(x))
+        if self.minibatch_std:
+            x = minibatch_std(x)
         return self.out(x).flatten(1)

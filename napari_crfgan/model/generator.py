@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvBlock, OutputConv
+from .layers import ConvBlock, OutputConv, upsample2
 from .presets import ModelConfig
 
 
@@ -28,7 +28,7 @@ class Trunk(nn.Module):
         upsampled = range(1, ups + 1) if cfg.trunk_upsampling == "early" else range(len(ch) - ups, len(ch))
         cins = (ch[0],) + ch[:-1]
         self.blocks = nn.Sequential(
-            *(ConvBlock(cin, cout, cfg.groups, upsample=i in upsampled)
+            *(ConvBlock(cin, cout, cfg.groups, upsample=i in upsampled, mode=cfg.upsample)
               for i, (cin, cout) in enumerate(zip(cins, ch)))
         )
 
@@ -42,7 +42,9 @@ class SubVolumeHead(nn.Module):
 
     up x2 -> conv -> GroupNorm -> ReLU -> up x2 -> conv to 1 -> tanh. Split in
     `hidden` (before the norm) and `finish` (after it) so that chunked decoding
-    (sampling.py) can normalise chunks with statistics of the whole volume.
+    (model/decoding.py) can normalise chunks with statistics of the whole volume.
+    `halo`: embedding slices each side of a chunk that its output depends on (two
+    upsampled 3x3x3 convs; one more where the upsampling reads a neighbour).
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -50,12 +52,14 @@ class SubVolumeHead(nn.Module):
         self.conv1 = nn.Conv3d(cfg.embedding_channels, cfg.head_channel, 3, 1, 1)
         self.norm = nn.GroupNorm(cfg.groups, cfg.head_channel)
         self.conv2 = nn.Conv3d(cfg.head_channel, 1, 3, 1, 1)
+        self.mode = cfg.upsample
+        self.halo = 2 if cfg.upsample == "nearest" else 3
 
     def hidden(self, h: torch.Tensor) -> torch.Tensor:
-        return self.conv1(F.interpolate(h, scale_factor=2, mode="nearest"))
+        return self.conv1(upsample2(h, self.mode))
 
     def finish(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(F.relu(x), scale_factor=2, mode="nearest")
+        x = upsample2(F.relu(x), self.mode)
         return torch.tanh(self.conv2(x))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:

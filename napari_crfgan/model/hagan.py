@@ -22,7 +22,8 @@ from .discriminator import LowResDiscriminator
 from .encoder import GlobalEncoder
 from .generator import LowResHead
 from .presets import ModelConfig
-from .system import GANSystem, bce, floats, frozen
+from . import losses
+from .system import GANSystem, floats, frozen
 
 
 class HAGAN(GANSystem):
@@ -39,8 +40,13 @@ class HAGAN(GANSystem):
         self.d_low = LowResDiscriminator(cfg)
         self.global_encoder = GlobalEncoder(cfg)
 
-    def discriminate(self, slab, low, crop):
-        return (self.d_high(slab, crop) + self.d_low(low)) / 2
+    def critic(self, inputs, crop, features=False):
+        """The mean of D^H on the slab and D^L on the low-resolution image (features: D^H's)."""
+        slab, low = inputs
+        if not features:
+            return (self.d_high(slab, crop) + self.d_low(low)) / 2
+        logits, feats = self.d_high(slab, crop, features=True)
+        return (logits + self.d_low(low)) / 2, feats
 
     def generate_both(self, z, crop):
         emb, slab = self.generate_slab(z, crop)
@@ -67,18 +73,19 @@ class HAGAN(GANSystem):
             fake_slab, fake_low = self.generate_both(z, crop)
 
         with self.autocast():
-            d_real = self.discriminate(real_slab, real_low, crop)
-            d_fake = self.discriminate(fake_slab.detach(), fake_low.detach(), crop)
-            loss_d = bce(d_real, 1.0) + bce(d_fake, 0.0) + self.class_loss(d_real, labels)
+            loss_d, _ = self.discriminator_loss((real_slab, real_low), (fake_slab, fake_low), crop, labels,
+                                                iteration)
         out = {"d": self.step(optimizers["d"], loss_d)}
 
         if reference:
             z, fake_labels = self.draw_latent(real.shape[0], fake_labels)
             fake_slab, fake_low = self.generate_both(z, crop)
         with frozen(self.d_high, self.d_low), self.autocast():
-            d_gen = self.discriminate(fake_slab, fake_low, crop)
-            loss_g = bce(d_gen, 1.0) + cfg.class_loss_weight * self.class_loss(d_gen, fake_labels)
-        out["g"] = self.step(optimizers["g"], loss_g)
+            d_gen, matching = self.generator_critic((fake_slab, fake_low), (real_slab, real_low), crop)
+            loss_g = losses.g_loss(cfg, d_gen) + cfg.class_loss_weight * self.class_loss(d_gen, fake_labels)
+            if matching is not None:
+                loss_g = loss_g + matching
+        out["g"] = self.generator_step(optimizers["g"], loss_g)
 
         out["encoder"] = self.encoder_loss(real_slab, optimizers)
 

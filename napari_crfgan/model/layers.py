@@ -1,16 +1,47 @@
-"""Shared building blocks: conv-norm-act blocks and spectral-norm layers."""
+"""Shared building blocks: x2 upsampling, conv-norm-act blocks and (spectral-norm) layers."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+_BLUR = torch.tensor([1.0, 2.0, 1.0]) / 4  # separable; after nearest x2 it is trilinear-like, with no grid
+
+
+def upsample2(x: torch.Tensor, mode: str = "nearest") -> torch.Tensor:
+    """x2 along every spatial axis: "nearest" (the papers'), "trilinear" or "blur" (nearest, then a fixed
+    [1, 2, 1] filter per axis, edges replicated). All three read at most one input voxel beyond a crop."""
+    if mode == "trilinear":
+        return F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)
+    x = F.interpolate(x, scale_factor=2, mode="nearest")
+    if mode == "nearest":
+        return x
+    c = x.shape[1]
+    k = _BLUR.to(x.device, x.dtype)
+    for axis in range(3):
+        shape = [1, 1, 1]
+        shape[axis] = 3
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = 1
+        x = F.conv3d(F.pad(x, pad, mode="replicate"), k.view(1, 1, *shape).expand(c, 1, *shape), groups=c)
+    return x
+
+
+class Upsample2(nn.Module):
+    def __init__(self, mode: str = "nearest") -> None:
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upsample2(x, self.mode)
+
 
 class ConvBlock(nn.Sequential):
-    """[nearest x2 upsample] -> Conv3d k3 s1 p1 -> GroupNorm -> ReLU (the generator's unit)."""
+    """[x2 upsample] -> Conv3d k3 s1 p1 -> GroupNorm -> ReLU (the generator's unit)."""
 
-    def __init__(self, cin: int, cout: int, groups: int, upsample: bool = False) -> None:
-        layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="nearest")] if upsample else []
+    def __init__(self, cin: int, cout: int, groups: int, upsample: bool = False, mode: str = "nearest") -> None:
+        layers: list[nn.Module] = [Upsample2(mode)] if upsample else []
         layers += [nn.Conv3d(cin, cout, 3, 1, 1), nn.GroupNorm(groups, cout), nn.ReLU(inplace=True)]
         super().__init__(*layers)
 
@@ -31,13 +62,28 @@ class DownBlock(nn.Sequential):
                          nn.GroupNorm(groups, cout), nn.ReLU(inplace=True))
 
 
-def sn_conv(cin: int, cout: int, kernel, stride=1, padding=0) -> nn.Module:
-    """Spectrally normalised Conv3d (the power-iteration vectors are buffers)."""
-    return spectral_norm(nn.Conv3d(cin, cout, kernel, stride, padding))
+def sn_conv(cin: int, cout: int, kernel, stride=1, padding=0, sn: bool = True) -> nn.Module:
+    """Spectrally normalised Conv3d (the power-iteration vectors are buffers); sn=False: a plain one."""
+    conv = nn.Conv3d(cin, cout, kernel, stride, padding)
+    return spectral_norm(conv) if sn else conv
 
 
-def sn_linear(cin: int, cout: int) -> nn.Module:
-    return spectral_norm(nn.Linear(cin, cout))
+def sn_linear(cin: int, cout: int, sn: bool = True) -> nn.Module:
+    linear = nn.Linear(cin, cout)
+    return spectral_norm(linear) if sn else linear
+
+
+def minibatch_std(x: torch.Tensor, group: int = 4) -> torch.Tensor:
+    """x with one more channel: the std over groups of `group` volumes of the batch, averaged over channels
+    and voxels (StyleGAN's minibatch standard deviation; a collapsed batch shows a std near 0)."""
+    b = x.shape[0]
+    g = min(group, b)
+    while b % g:
+        g -= 1
+    y = x.float().view(g, b // g, *x.shape[1:])
+    std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3, 4))  # [b // g]
+    std = std.repeat(g).to(x.dtype).view(b, 1, 1, 1, 1).expand(b, 1, *x.shape[2:])
+    return torch.cat([x, std], dim=1)
 
 
 def leaky(x: torch.Tensor) -> torch.Tensor:

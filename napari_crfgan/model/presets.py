@@ -13,6 +13,14 @@ from dataclasses import dataclass
 
 TRUNK_UPSAMPLING = ("early", "late")
 STEPS = ("reference", "fast")
+#: adversarial losses (model/losses.py): non-saturating BCE (the papers'), least squares,
+#: Wasserstein with gradient penalty, hinge
+LOSSES = ("bce", "lsgan", "wgan-gp", "hinge")
+#: how the generators upsample x2: nearest (the papers'; it leaves a grid of 2- and 4-voxel
+#: blocks), trilinear, or nearest followed by a fixed [1, 2, 1] blur
+UPSAMPLING = ("nearest", "trilinear", "blur")
+TRUNKS = ("plain", "style")  # G^A: the papers' conv trunk, or a style-based one (model/style.py)
+AUGMENTATIONS = ("translation", "cutout", "intensity")  # DiffAugment operations (model/augment.py)
 #: what a stored config without these fields was trained with (napari-crfgan 0.1)
 LEGACY = {"trunk_upsampling": "late", "step": "fast", "crf_damping": 0.0}
 
@@ -64,12 +72,47 @@ class ModelConfig:
     lr_crf: float = 4e-4
     betas: tuple[float, float] = (0.0, 0.999)
     class_loss_weight: float = 0.1  # weight of the fake-class CE in the G loss
+    # ---- the training recipe (defaults: the papers'; see model/recipes.py for named sets) ----
+    loss: str = "bce"
+    gp_weight: float = 10.0  # WGAN-GP gradient penalty weight (loss "wgan-gp" only)
+    r1_gamma: float = 0.0  # R1 penalty gamma / 2 * |grad D(real)|^2 (0: off), applied lazily:
+    r1_every: int = 16  # every this many iterations, scaled by it
+    augment: str = ""  # DiffAugment: comma-separated AUGMENTATIONS applied to every D input, real and fake
+    augment_p: float = 1.0  # probability per volume and operation (the start value when adaptive)
+    ada_target: float = 0.0  # > 0: adapt augment_p so that E[sign D(real)] stays near this (StyleGAN2-ADA)
+    ada_images: int = 2000  # images over which the adaptive probability can move by 1
+    d_spectral_norm: bool = True  # spectral norm on every discriminator layer (the papers')
+    ema_decay: float = 0.0  # > 0: keep an exponential moving average of G^A + G^H; sampling uses it
+    label_smoothing: float = 0.0  # one-sided: real target 1 - this (losses bce and lsgan)
+    feature_matching: float = 0.0  # weight of |mean D^H features(real) - (fake)|^2 in the G loss
+    minibatch_std: bool = False  # a minibatch standard-deviation channel before D's last convs
+    upsample: str = "nearest"  # UPSAMPLING
+    trunk: str = "plain"  # TRUNKS
+    style_mapping_layers: int = 4  # style trunk: MLP layers from z (+ class) to the style vector w
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("trunk_upsampling", self.trunk_upsampling, TRUNK_UPSAMPLING),
-                                     ("step", self.step, STEPS)):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+        for name, allowed in (("trunk_upsampling", TRUNK_UPSAMPLING), ("step", STEPS), ("loss", LOSSES),
+                              ("upsample", UPSAMPLING), ("trunk", TRUNKS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        unknown = [a for a in self.augmentations if a not in AUGMENTATIONS]
+        if unknown:
+            raise ValueError(f"augment: unknown operation(s) {', '.join(unknown)}; choose from "
+                             f"{', '.join(AUGMENTATIONS)}")
+        for name, lo, hi in (("augment_p", 0.0, 1.0), ("ada_target", 0.0, 1.0), ("ema_decay", 0.0, 1.0),
+                             ("label_smoothing", 0.0, 0.5)):
+            if not lo <= getattr(self, name) <= hi or (name == "ema_decay" and self.ema_decay == 1.0):
+                raise ValueError(f"{name} must be in [{lo}, {hi}{')' if name == 'ema_decay' else ']'}, "
+                                 f"got {getattr(self, name)}")
+        for name in ("gp_weight", "r1_gamma", "feature_matching"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.r1_every < 1 or self.ada_images < 1 or self.style_mapping_layers < 1:
+            raise ValueError("r1_every, ada_images and style_mapping_layers must be at least 1")
+        if self.label_smoothing and self.loss not in ("bce", "lsgan"):
+            raise ValueError(f"label smoothing needs a loss with a real target (bce or lsgan), not {self.loss}")
+        if self.ada_target and not self.augmentations:
+            raise ValueError("adaptive augmentation (ada_target) needs augment operations to adapt")
         if not 0.0 <= self.crf_damping < 1.0:
             raise ValueError(f"crf_damping must be in [0, 1), got {self.crf_damping}")
         if self.size < 32 or self.size & (self.size - 1):
@@ -83,6 +126,10 @@ class ModelConfig:
         e = self.embedding_size
         if any(e % g for g in self.crf_grid):
             raise ValueError(f"crf_grid {self.crf_grid} must divide the embedding side {e}")
+
+    @property
+    def augmentations(self) -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.augment.split(",") if a.strip())
 
     @property
     def embedding_size(self) -> int:

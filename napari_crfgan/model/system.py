@@ -1,19 +1,27 @@
-"""What CRF-GAN and HA-GAN share: latent draws, slab crops, losses, optimiser steps."""
+"""What CRF-GAN and HA-GAN share: latent draws, slab crops, the recipe's losses, augmentation and
+penalties, the generator's moving average, optimiser steps."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import copy
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import losses
+from .augment import Augment
 from .decoding import decode_embedding
 from .generator import SubVolumeHead, Trunk, embedding_slab
 from .discriminator import SubVolumeDiscriminator
 from .encoder import HalfEncoder
 from .layers import count_parameters
 from .presets import ModelConfig
+from .style import StyleTrunk
+
+#: children that are not networks of their own (no parameter count, no optimiser)
+HELPERS = ("augment", "ema")
 
 
 def floats(values: dict) -> dict[str, float]:
@@ -22,7 +30,7 @@ def floats(values: dict) -> dict[str, float]:
 
 
 def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
-    """Non-saturating BCE with logits on the real/fake column."""
+    """BCE with logits on the real/fake column (the CRF's own training, whatever the recipe's loss)."""
     logits = logits[:, :1].float()
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
@@ -50,24 +58,30 @@ class GANSystem(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.trunk = Trunk(cfg)
+        self.trunk = StyleTrunk(cfg) if cfg.trunk == "style" else Trunk(cfg)
         self.head = SubVolumeHead(cfg)
         self.d_high = SubVolumeDiscriminator(cfg)
         self.encoder = HalfEncoder(cfg)
         self.autocast_dtype: torch.dtype | None = None
         self.scaler: torch.amp.GradScaler | None = None
+        # recipe helpers exist only when used, so a paper-recipe state dict is unchanged
+        if cfg.augmentations:
+            self.augment = Augment(cfg)
+        if cfg.ema_decay:  # G^A + G^H as sampled: their moving average (no gradient, no optimiser)
+            self.ema = nn.ModuleDict({"trunk": copy.deepcopy(self.trunk), "head": copy.deepcopy(self.head)})
+            self.ema.requires_grad_(False)
 
     # ---- bookkeeping -------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return self.trunk.fc.weight.device
+        return next(self.trunk.parameters()).device
 
     def network_counts(self) -> dict[str, int]:
         return {name: count_parameters(getattr(self, name)) for name in self.network_names}
 
     @property
     def network_names(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.named_children())
+        return tuple(name for name, _ in self.named_children() if name not in HELPERS)
 
     def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         cfg = self.cfg
@@ -106,6 +120,61 @@ class GANSystem(nn.Module):
             loss.backward()
             optimizer.step()
         return loss.detach()
+
+    def generator_step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
+        """The G step, then the moving average of G^A + G^H (when the recipe keeps one)."""
+        out = self.step(optimizer, loss)
+        if hasattr(self, "ema"):
+            with torch.no_grad():
+                for name in ("trunk", "head"):
+                    live, avg = getattr(self, name), self.ema[name]
+                    for a, p in zip(avg.parameters(), live.parameters()):
+                        a.lerp_(p, 1.0 - self.cfg.ema_decay)
+                    for a, b in zip(avg.buffers(), live.buffers()):
+                        a.copy_(b)
+        return out
+
+    # ---- the recipe: D inputs augmented, the configured loss, penalties ----
+    def critic(self, inputs: Sequence[torch.Tensor], crop: int, features: bool = False):
+        """The discriminator's logits for its inputs (CRF-GAN: the slab; HA-GAN: slab and low-resolution
+        image); with `features`, (logits, D^H's feature vector)."""
+        raise NotImplementedError
+
+    def augmented(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return self.augment(inputs) if hasattr(self, "augment") else list(inputs)
+
+    def discriminator_loss(self, real_in: Sequence[torch.Tensor], fake_in: Sequence[torch.Tensor], crop: int,
+                           labels: torch.Tensor | None, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's loss on real and (detached) generated inputs, both augmented alike, with the recipe's penalties;
+        returns (loss, D's output on the real inputs)."""
+        cfg = self.cfg
+        real_in = self.augmented(real_in)
+        fake_in = self.augmented([x.detach() for x in fake_in])
+        d_real = self.critic(real_in, crop)
+        d_fake = self.critic(fake_in, crop)
+        loss = losses.d_loss(cfg, d_real, d_fake) + self.class_loss(d_real, labels)
+
+        def critic(xs):
+            return self.critic(xs, crop)
+
+        if cfg.loss == "wgan-gp":
+            loss = loss + cfg.gp_weight * losses.gradient_penalty(critic, real_in, fake_in)
+        if cfg.r1_gamma and iteration % cfg.r1_every == 0:  # lazy: scaled by the interval
+            loss = loss + cfg.r1_gamma / 2 * cfg.r1_every * losses.r1_penalty(critic, real_in)
+        if hasattr(self, "augment"):
+            self.augment.observe(d_real, iteration)
+        return loss, d_real
+
+    def generator_critic(self, fake_in: Sequence[torch.Tensor], real_in: Sequence[torch.Tensor],
+                         crop: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's output on generated inputs (augmented as D's are) and the feature-matching loss (None when off)."""
+        fake_in = self.augmented(fake_in)
+        if not self.cfg.feature_matching:
+            return self.critic(fake_in, crop), None
+        d_gen, f_fake = self.critic(fake_in, crop, features=True)
+        with torch.no_grad():
+            _, f_real = self.critic(self.augmented(real_in), crop, features=True)
+        return d_gen, self.cfg.feature_matching * F.mse_loss(f_fake.float().mean(0), f_real.float().mean(0))
 
     # ---- random draws (all from torch's global RNG, so a seed fixes a run) --
     def draw_crop(self) -> int:
@@ -156,11 +225,18 @@ class GANSystem(nn.Module):
         with self.autocast():
             return emb, self.head(embedding_slab(emb, crop_idx, self.cfg))
 
+    def sampling_networks(self) -> tuple[nn.Module, nn.Module]:
+        """(G^A, G^H) as sampled: their moving average when the recipe keeps one, else the trained ones."""
+        if hasattr(self, "ema"):
+            return self.ema["trunk"], self.ema["head"]
+        return self.trunk, self.head
+
     @torch.no_grad()
     def generate(self, z: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
         """Full-resolution volumes [B, 1, S, S, S] in [-1, 1]: G^H decodes the whole embedding,
         `chunk` image slices at a time (None: one pass; see decoding.decode_embedding)."""
-        return decode_embedding(self.head, self.trunk(z), chunk)
+        trunk, head = self.sampling_networks()
+        return decode_embedding(head, trunk(z), chunk)
 
     def train_step(self, real: torch.Tensor, labels: torch.Tensor | None, iteration: int,
                    optimizers: dict) -> dict[str, float]:

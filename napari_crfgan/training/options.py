@@ -13,13 +13,17 @@ from pathlib import Path
 import numpy as np
 
 from ..model import PRESETS, SYSTEMS, get_config
-from ..model.presets import STEPS
+from ..model.presets import AUGMENTATIONS, LOSSES, STEPS, TRUNKS, UPSAMPLING
+from ..model.recipes import RECIPES, recipe
 from ..runtime import CHECKPOINT_NAME
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 #: no: refuse an existing checkpoint; yes: continue it (it must exist); auto: continue one if
 #: there is one (a finished run is reused as it is), start a new run otherwise
 RESUME_MODES = ("no", "yes", "auto")
+#: TrainOptions fields that set a recipe field of the model config (None: the named recipe's value)
+RECIPE_OPTIONS = ("loss", "augment", "ada_target", "r1_gamma", "ema_decay", "label_smoothing", "feature_matching",
+                  "minibatch_std", "d_spectral_norm", "upsample", "trunk")
 
 
 def option(default, help: str, choices=None, **kw):
@@ -49,6 +53,25 @@ class TrainOptions:
     lr_g: float | None = option(None, "generator learning rate (default: the preset's)")
     lr_d: float | None = option(None, "discriminator learning rate (default: the preset's)")
     lr_e: float | None = option(None, "encoder learning rate (default: the preset's)")
+    # the training recipe: a named set (model/recipes.py), then any field given here on top of it
+    recipe: str = option("paper", "named training recipe (paper: the papers' own; the others are what crfgan sweep "
+                                  "compares, see docs/recipes.md)", choices=lambda: tuple(RECIPES))
+    loss: str | None = option(None, "adversarial loss (default: the recipe's)", choices=LOSSES)
+    augment: str | None = option(None, "DiffAugment operations for D's inputs, real and fake alike, comma-"
+                                       f"separated from {', '.join(AUGMENTATIONS)} ('' : none)")
+    ada_target: float | None = option(None, "adapt the augmentation probability so E[sign D(real)] stays near "
+                                            "this (StyleGAN2-ADA; 0: fixed probability)")
+    r1_gamma: float | None = option(None, "R1 penalty gamma on D's gradient at real volumes (lazy; 0: off)")
+    ema_decay: float | None = option(None, "keep a moving average of the generator with this decay and sample "
+                                           "from it (0: off)")
+    label_smoothing: float | None = option(None, "one-sided label smoothing: D's real target 1 - this")
+    feature_matching: float | None = option(None, "weight of D^H feature matching in the G loss (0: off)")
+    minibatch_std: bool | None = option(None, "a minibatch standard-deviation channel in the discriminators")
+    d_spectral_norm: bool | None = option(None, "spectral norm on the discriminators (the papers': on)")
+    upsample: str | None = option(None, "generator upsampling (nearest: the papers', leaves a voxel grid)",
+                                  choices=UPSAMPLING)
+    trunk: str | None = option(None, "G^A: plain (the papers') or style (mapping network, modulated convs, "
+                                     "noise)", choices=TRUNKS)
     preview_every: int = option(0, "a preview volume in the report every K iterations (0: never)", cli=False)
     demo_count: int | None = option(None, "number of demo volumes to generate (default: the demo's)")
     split: str = option("auto", "train on the train list of a split (crfgan split): auto: <out>/split.json when "
@@ -70,7 +93,7 @@ class TrainOptions:
             raise ValueError("choose a data folder or a demo set (data)")
         if self.model not in SYSTEMS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(SYSTEMS)}")
-        get_config(self.preset, step=self.step)
+        get_config(self.preset, step=self.step, **self.recipe_fields())
         if self.threads is not None and self.threads < 1:
             raise ValueError("threads must be at least 1")
         for name in ("iterations", "batch_size", "checkpoint_every"):
@@ -80,6 +103,10 @@ class TrainOptions:
             raise ValueError(f"precision must be fp32, bf16 or fp16, not {self.precision!r}")
         if self.resume not in RESUME_MODES:
             raise ValueError(f"resume must be one of {', '.join(RESUME_MODES)}, not {self.resume!r}")
+
+    def recipe_fields(self) -> dict:
+        """The config fields of the recipe: the named recipe's, then the fields set here."""
+        return {**recipe(self.recipe), **{k: getattr(self, k) for k in RECIPE_OPTIONS if getattr(self, k) is not None}}
 
     def record(self) -> dict:
         """The options as plain JSON values (stored in the checkpoint)."""

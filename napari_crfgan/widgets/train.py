@@ -26,7 +26,8 @@ from ..data import DEMO_DATASETS
 from ..model import PRESETS, SYSTEMS
 from ..runtime import available_devices
 from ..training import TrainOptions, TrainReport, prepare_dataset, train
-from ..model.presets import STEPS
+from ..model.presets import LOSSES, STEPS, UPSAMPLING
+from ..model.recipes import RECIPES
 from ..training.options import PRECISIONS
 from ._helpers import combo, notify_error, one_sentence, path_row, rate_spin, show_volume, spin, start_worker
 from ._state import RunMetrics, state_for
@@ -170,13 +171,24 @@ class TrainWidget(QWidget):
         self.precision = combo(list(PRECISIONS), DEFAULTS.precision, "bf16 / fp16 autocast need CUDA")
         self.step = combo([("preset's (reference)", None), *((s, s) for s in STEPS)], None,
                           TrainOptions.__dataclass_fields__["step"].metadata["help"])
+        help_of = {name: f.metadata["help"] for name, f in TrainOptions.__dataclass_fields__.items()}
+        self.recipe = combo(list(RECIPES), DEFAULTS.recipe, help_of["recipe"])
+        self.loss = combo([("recipe's", None), *((x, x) for x in LOSSES)], None, help_of["loss"])
+        self.upsample = combo([("recipe's", None), *((x, x) for x in UPSAMPLING)], None, help_of["upsample"])
+        self.ema_decay = rate_spin("moving average of the generator (0: the recipe's)")
+        self.ema_decay.setDecimals(4)
+        self.ema_decay.setRange(0.0, 0.9999)
+        self.ema_decay.setSingleStep(0.001)
+        self.ema_decay.setSpecialValueText("recipe's")
         advanced = QCollapsible("Advanced")
         adv = QWidget()
         adv_form = QFormLayout(adv)
         for label, w in [("LR generator", self.lr_g), ("LR discriminator", self.lr_d), ("LR encoder", self.lr_e),
                          ("Seed", self.seed), ("Checkpoint every", self.checkpoint_every),
                          ("Demo volumes", self.demo_count), ("Conditional", self.conditional),
-                         ("Precision", self.precision), ("Training step", self.step)]:
+                         ("Precision", self.precision), ("Training step", self.step),
+                         ("Recipe", self.recipe), ("Loss", self.loss), ("Upsampling", self.upsample),
+                         ("Generator EMA", self.ema_decay)]:
             adv_form.addRow(label, w)
         advanced.addWidget(adv)
 
@@ -220,7 +232,8 @@ class TrainWidget(QWidget):
             resume=self.resume.isChecked(), device=self.device.currentData(), seed=self.seed.value(),
             checkpoint_every=self.checkpoint_every.value(), modality=None if modality == "auto" else modality,
             conditional=self.conditional.isChecked(), precision=self.precision.currentData(),
-            step=self.step.currentData(),
+            step=self.step.currentData(), recipe=self.recipe.currentData(), loss=self.loss.currentData(),
+            upsample=self.upsample.currentData(), ema_decay=self.ema_decay.value() or None,
             preview_every=self.preview_every.value(), demo_count=self.demo_count.value() or None, **rates)
 
     # ---- run -------------------------------------------------------------------------
