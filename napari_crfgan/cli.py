@@ -229,6 +229,16 @@ def cmd_split(args) -> None:
     print(f"{split.describe()}\nwrote {path}; crfgan train --out {o.out} trains on the train list")
 
 
+def cmd_sweep(args) -> None:
+    from .experiments.sweep import SweepOptions, run_sweep
+
+    result = run_sweep(options_from(args, SweepOptions), log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    for i, (name, entry) in enumerate(result["ranking"], 1):
+        m = entry["median"]
+        print(f"{i:2d}. {name:24s} mean rank {entry['mean_rank']:.2f}  coverage {m['coverage']:.3f}  "
+              f"recall {m['recall']:.3f}  memorised {m['memorised']:.3f}  ({entry['seeds']} seed(s))")
+
+
 def cmd_eval(args) -> None:
     from .evaluation import to_markdown
     from .experiments.sources import evaluate_sources
@@ -393,9 +403,15 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument("--json", action="store_true")
     va.set_defaults(func=cmd_validate_artefacts)
 
+    from .experiments.sweep import SweepOptions
+    sw = sub.add_parser("sweep", help="training recipes x seeds as short runs, ranked on held-out data "
+                                      "(resumable; writes OUT/recipes.md)")
+    add_options(sw, SweepOptions)
+    sw.set_defaults(func=cmd_sweep)
+
     pt = sub.add_parser("paper-tables", help="train the systems and write the paper's five tables to results.md")
     pt.add_argument("--budget", choices=["tiny", "small", "paper"], default="small",
-                    help="tiny: tests; small: CPU, under an hour on 2 cores; paper: GPU scale (needs CUDA)")
+                    help="tiny: tests; small: CPU, about 100 minutes on 2 cores; paper: GPU scale (needs CUDA)")
     pt.add_argument("--out", default="docs", help="folder of results.md (figures in OUT/images)")
     pt.add_argument("--work", default="runs/paper-tables", help="checkpoints and raw JSON (finished runs reused)")
     pt.add_argument("--device", default="cpu", help="training and sampling device")

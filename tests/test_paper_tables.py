@@ -95,13 +95,13 @@ def test_side_by_side_training_matches_in_process_training(tmp_path):
     """The small budget trains every system in its own worker process; the checkpoints are the same."""
     import dataclasses
 
-    from napari_crfgan.experiments.paper_tables.runs import train_all, train_options
+    from napari_crfgan.experiments.paper_tables.parts import train_options, train_runs
     from napari_crfgan.runtime import load_checkpoint
 
     budget = dataclasses.replace(BUDGETS["tiny"], parallel_training=True, brain_iterations=2)
     opts = {m: train_options(budget, "demo-brain", tmp_path / "par" / m, m, 2, "cpu", 0, demo_count=8)
             for m in MODELS}
-    runs = train_all(budget, opts, None, lambda msg: None)
+    runs = train_runs(budget, opts, None, lambda msg: None)
     assert set(runs) == set(MODELS) == {"crfgan", "hagan", "crfgan-nocrf"}
     for run in runs.values():
         assert not run["reused"] and run["iterations"] == 2 and run["history"]["iteration"][-1] == 2
@@ -109,14 +109,14 @@ def test_side_by_side_training_matches_in_process_training(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train_all(dataclasses.replace(budget, parallel_training=False), {"crfgan": seq["crfgan"]}, None,
+        train_runs(dataclasses.replace(budget, parallel_training=False), {"crfgan": seq["crfgan"]}, None,
                    lambda msg: None)
     finally:
         torch.set_num_threads(threads)
     a = load_checkpoint(tmp_path / "par" / "crfgan").state
     b = load_checkpoint(tmp_path / "seq" / "crfgan").state
     assert all(torch.equal(a[k], b[k]) for k in a)
-    again = train_all(budget, opts, None, lambda msg: None)  # finished runs are reused, not retrained
+    again = train_runs(budget, opts, None, lambda msg: None)  # finished runs are reused, not retrained
     assert all(r["reused"] for r in again.values())
 
 

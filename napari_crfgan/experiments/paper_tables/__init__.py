@@ -26,7 +26,7 @@ Trained checkpoints are kept in the work folder (``runs/paper-tables/<budget>``)
 a rerun reuses a finished one and resumes an unfinished one.
 
 Modules: ``budgets`` (sizes and the paper's numbers), ``provenance`` (machine, commit,
-command line), ``runs`` (GAN training of every system), ``parts`` (the measurements),
+command line), ``parts`` (the measurements; GAN training through ``experiments.runs``),
 ``compare`` (the pairs compared, bench ratios as percentages, "as in the paper" only where close),
 ``figures``, ``markdown`` (results.md) and ``commentary`` (how the run compares with the paper).
 """

@@ -23,10 +23,25 @@ from ...evaluation.memorisation import memorisation
 from ...evaluation.paired import paired_bootstrap, seed_spread
 from ...model import display_name, get_config, parameter_counts
 from ...sampling import Sampler
+from ...training import TrainOptions
 from ..bench import bench
 from ..downstream import combine_augmentation, run_augmentation, write_split_folder
 from .budgets import MODELS, Budget
-from .runs import train_all, train_options
+from ..runs import train_all
+
+
+def train_options(budget: Budget, data: str, out: Path, model: str, iterations: int, device: str, seed: int,
+                  **kw) -> TrainOptions:
+    """The options of one system's run at this budget (`kw`: more TrainOptions fields)."""
+    return TrainOptions(data=data, out=out, model=model, preset=budget.gan_preset, iterations=iterations,
+                        batch_size=budget.gan_batch_size, device=device, seed=seed,
+                        checkpoint_every=max(50, iterations // 4), **kw)
+
+
+def train_runs(budget: Budget, options: dict, dataset, log) -> dict:
+    """:func:`~napari_crfgan.experiments.runs.train_all` with the budget's processes and threads."""
+    workers = budget.workers if budget.parallel_training else 1
+    return train_all(options, dataset, log, workers=workers, threads=budget.threads)
 
 
 def count_parameters(presets) -> dict:
@@ -83,7 +98,7 @@ def measure_realism(budget: Budget, work: Path, device: str, log) -> tuple[dict,
                                             budget.brain_iterations, device, seed, demo_count=budget.brain_count,
                                             split=str(split_path))
                for seed in budget.gan_seeds for model in MODELS}
-    runs = train_all(budget, options, train_set, log)
+    runs = train_runs(budget, options, train_set, log)
     out: dict = {"real_count": len(test_set), "train_count": len(train_set),
                  "split": {k: v for k, v in split.record().items() if k != "parts"} | {"counts": split.counts()},
                  "models": {m: {"seeds": {}} for m in MODELS}}
@@ -132,7 +147,7 @@ def measure_augmentation(budget: Budget, work: Path, device: str, log) -> dict:
                                                 budget.chest_iterations, device, seed, conditional=True,
                                                 modality=chest.modality, split="none")
                    for seed in budget.chest_gan_seeds for model in MODELS}
-        runs = train_all(budget, options, train_set, log)
+        runs = train_runs(budget, options, train_set, log)
         # one call per split: the real-only classifiers are trained once and judge every generator's fidelity
         generators: dict = {"real only": None}
         for model in MODELS:

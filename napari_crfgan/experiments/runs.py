@@ -1,10 +1,11 @@
-"""The GAN training behind Tables 1 and 5: every system with the same options, one run folder each.
+"""GAN training of many runs (paper-tables, sweep): every run with its own options and folder.
 
 Whether a run starts, resumes or is reused is decided by :func:`~napari_crfgan.training.run_training`
-(resume "auto": a finished checkpoint is reused as it is, an unfinished one continued). This
-module only keeps each run's loss history (``history.json`` beside the checkpoint, for the
-loss figure) and, for the small budget, trains the systems side by side, one process each
-(more processes than cores is fine: each has one torch thread, and the OS shares the cores).
+(resume "auto": a finished checkpoint is reused as it is, an unfinished one continued), so a
+killed batch of runs picks up where it stopped. This module keeps each run's loss history
+(``history.json`` beside the checkpoint, for loss figures) and can train runs side by side,
+one process each (more processes than cores is fine: each has one torch thread, and the OS
+shares the cores).
 """
 from __future__ import annotations
 
@@ -17,18 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...training import TrainOptions, TrainReport, run_training
-from .budgets import Budget
+from ..training import TrainOptions, TrainReport, run_training
 
 HISTORY_NAME = "history.json"
-
-
-def train_options(budget: Budget, data: str, out: Path, model: str, iterations: int, device: str, seed: int,
-                  **kw) -> TrainOptions:
-    """The options of one system's run at this budget (`kw`: more TrainOptions fields)."""
-    return TrainOptions(data=data, out=out, model=model, preset=budget.gan_preset, iterations=iterations,
-                        batch_size=budget.gan_batch_size, device=device, seed=seed,
-                        checkpoint_every=max(50, iterations // 4), **kw)
 
 
 def _history_until(history: dict, iteration: int) -> dict:
@@ -81,16 +73,16 @@ def _train_worker(options: TrainOptions, threads: int | None) -> dict:
     return train_one(dataclasses.replace(options, threads=threads), None, _stderr)
 
 
-def train_all(budget: Budget, options: dict, dataset, log) -> dict:
-    """Train every run of `options` (key -> TrainOptions): `budget.workers` worker processes at a time, or
-    one after the other here. Runs are queued in the order given (put the systems of one seed together,
-    so they share the cores alike)."""
-    if not budget.parallel_training:
+def train_all(options: dict, dataset, log, workers: int = 1, threads: int | None = None) -> dict:
+    """Train every run of `options` (key -> TrainOptions): `workers` worker processes at a time (each with
+    `threads` torch threads), or one after the other in this process when `workers` is 1. Runs are queued
+    in the order given (put the runs that should share the cores alike together)."""
+    if workers <= 1:
         return {key: train_one(opts, dataset, log) for key, opts in options.items()}
-    workers = min(len(options), budget.workers)
-    log(f"training {len(options)} runs, {workers} at a time (one process each, {budget.threads or 'default'} "
+    workers = min(len(options), workers)
+    log(f"training {len(options)} runs, {workers} at a time (one process each, {threads or 'default'} "
         "thread(s))")
     ctx = mp.get_context("spawn")  # a fresh interpreter: no torch thread pool or CUDA state inherited
     with ctx.Pool(workers) as pool:
-        jobs = {key: pool.apply_async(_train_worker, (opts, budget.threads)) for key, opts in options.items()}
+        jobs = {key: pool.apply_async(_train_worker, (opts, threads)) for key, opts in options.items()}
         return {key: job.get() for key, job in jobs.items()}
