@@ -3,6 +3,7 @@ import json
 
 from napari_crfgan.cli import main
 from napari_crfgan.experiments.sweep import COLUMNS, SweepOptions, rank, run_sweep
+from napari_crfgan.runtime import load_checkpoint
 
 
 def test_sweep_trains_ranks_adds_seeds_to_the_best_and_resumes(tmp_path, capsys):
@@ -16,6 +17,9 @@ def test_sweep_trains_ranks_adds_seeds_to_the_best_and_resumes(tmp_path, capsys)
     assert sorted(seeds.values()) == [1, 2]  # the best recipe after the first seed got the extra seed
     split = json.loads((tmp_path / "sweep" / "split.json").read_text())
     assert "test" in split["parts"] and split["parts"]["test"]
+    ckpt = load_checkpoint(tmp_path / "sweep" / "runs" / "hinge-seed0" / "checkpoint.pt")
+    assert ckpt.options["split"] == str(tmp_path / "sweep" / "split.json") and ckpt.options["recipe"] == "hinge"
+    assert ckpt.data["split"]  # trained on the split's train list, and says so
     for run in result["runs"].values():
         assert set(run["scores"]) >= {k for k, _, _ in COLUMNS}
         assert (tmp_path / "docs" / "images" / run["montage"]).is_file()

@@ -142,6 +142,7 @@ def run_sweep(o: SweepOptions, log: Callable[[str], None] = lambda msg: None) ->
     if split is None:
         split = make_split(o.data, (0.5, 0.1, 0.4), seed=0, demo_count=o.demo_count)
         write_split(split, out)
+        split = find_split("auto", out)  # as read back: with its path, which every run records
     size = get_config(o.preset).size
     train_set, test_set = split.dataset("train", size), split.dataset("test", size)
     real = np.stack([test_set[i][0].numpy() for i in range(len(test_set))])
