@@ -25,6 +25,7 @@ def test_sweep_trains_ranks_adds_seeds_to_the_best_and_resumes(tmp_path, capsys)
         assert (tmp_path / "docs" / "images" / run["montage"]).is_file()
     md = (tmp_path / "docs" / "recipes.md").read_text()
     assert "| 1 | " in md and "hinge" in md and "images/sweep_paper-seed0.png" in md
+    assert "Produced by `crfgan sweep --out " in md and "--top-seeds 1 " in md and "--seeds" not in md  # its flags
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep" / "runs").rglob("*.json")}
     # a second invocation (as after a kill) reuses every finished run and evaluation
     assert main(["sweep", "--out", o.out, "--recipes", "paper,hinge", "--seeds", "0", "--top", "1",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import shutil
 import time
 from collections.abc import Callable
@@ -45,7 +46,7 @@ COLUMNS = (
     ("coverage", "coverage", "higher"),
     ("recall", "recall", "higher"),
     ("kid", "KID (shallow)", "lower"),
-    ("msssim_gap", "|MS-SSIM gap| to real pairs", "lower"),
+    ("msssim_gap", "MS-SSIM gap to real pairs (absolute)", "lower"),
     ("grid", "grid (fake - real)", "lower"),
     ("memorised", "memorised fraction", "lower"),
 )
@@ -186,6 +187,14 @@ def run_sweep(o: SweepOptions, log: Callable[[str], None] = lambda msg: None) ->
     return result
 
 
+def command_of(options: dict) -> str:
+    """The `crfgan sweep` command line of these options (flags that differ from the defaults)."""
+    defaults = dataclasses.asdict(SweepOptions())
+    flags = [f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in options.items()
+             if k in defaults and v != defaults[k]]
+    return " ".join(["crfgan sweep", *flags])
+
+
 def sweep_markdown(result: dict, image_dir: str = "images") -> str:
     """The ranked table (medians over seeds), each recipe's fields, time per run and montages."""
     o = result["options"]
@@ -193,8 +202,16 @@ def sweep_markdown(result: dict, image_dir: str = "images") -> str:
     lines = [
         "# Training recipes, ranked on held-out volumes",
         "",
+        f"Produced by `{command_of(o)}`.",
+        "",
         (f"`crfgan sweep`: {o['model']} {o['preset']}, {o['iterations']} iterations at batch {o['batch_size']} per "
-         f"run, on {o['data']} ({result['split']}); {o['num_samples']} samples per run scored against the test "
+         f"run, training seeds {o['seeds']} for every recipe"
+         + (f" and {o['top_seeds']} more for the best {o['top']}" if o["top"] and o["top_seeds"] else
+            " and no extra seeds for the best (one seed cannot tell a recipe from luck: a first look, not a "
+            "ranking)" if o["seeds"].count(",") == 0
+            else "")
+         + f", on {o['data']} ({result['split']}), {o['workers']} runs at a time; the sweep took "
+         f"{result['seconds'] / 60:.0f} min. {o['num_samples']} samples per run scored against the test "
          "list. Rank: the mean of the ranks over the six columns (medians over seeds). Higher is better for "
          "coverage and recall; lower for the rest. Memorised: fraction of samples closer to a training volume "
          "than the 5th percentile of test volumes are (null 0.05)."),
