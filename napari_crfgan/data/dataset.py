@@ -322,6 +322,11 @@ class VolumeDataset(Dataset):
         arr = np.load(self._arrays[index], mmap_mode="r")
         return torch.from_numpy(np.array(arr, dtype=np.float32))[None]
 
+    def volumes(self, num: int | None = None) -> np.ndarray:
+        """The first `num` volumes (all when None) as one float32 array [N, size, size, size] in [-1, 1]."""
+        count = len(self) if num is None else min(num, len(self))
+        return np.stack([self[i][0].numpy() for i in range(count)])
+
     def label(self, index: int) -> int:
         """Class index of item ``index`` (-1 without labels)."""
         return -1 if self.labels is None else self.labels[index]

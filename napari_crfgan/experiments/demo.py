@@ -50,7 +50,7 @@ def run_demo(options: DemoOptions | None = None, on_report: Callable[[TrainRepor
     volumes = sampler.sample(options.num, seed=options.seed)
     sample_dir = Path(options.out) / "samples"
     paths = [v.save(sample_path(sample_dir, v.seed)) for v in volumes]
-    real = [dataset[i][0].numpy() for i in range(min(options.num, len(dataset)))]
+    real = list(dataset.volumes(options.num))
     png = write_png(Path(options.out) / "montage.png", montage([real, [v.model_units for v in volumes]]))
     log(f"samples ({sampler.cfg.size}^3, {sampler.spacing[0]:.2f} mm voxels): {sample_dir}")
     log(f"montage (top: real, bottom: generated): {png}")

@@ -28,7 +28,7 @@ def load_volumes(source: str, size: int, num: int | None = None, modality: str |
         return _generated(load_checkpoint(source), source, size, num, seed, label)
     dataset = VolumeDataset(source, size=size, modality=modality, demo_count=num,
                             demo_seed=demo_seed)
-    return _stack(dataset, num), dataset.modality
+    return dataset.volumes(num), dataset.modality
 
 
 def _generated(checkpoint, name: str, size: int, num: int | None, seed: int, label) -> tuple[np.ndarray, str]:
@@ -88,7 +88,7 @@ def evaluate_sources(real: str | None, fake: str, num: int | None = None, num_re
     if split is not None and (not real or split.matches(real, None)):
         # the checkpoint's own held-out list: never a volume it was trained on
         test = split.dataset("test", size, modality=modality)
-        real_v, real_modality = _stack(test, num_real), test.modality
+        real_v, real_modality = test.volumes(num_real), test.modality
         real = f"{split.source} (test list, {len(real_v)} volumes)"
     elif not real:
         raise ValueError("give --real (the checkpoint records no split with a held-out test list)")
@@ -124,11 +124,6 @@ def evaluate_sources(real: str | None, fake: str, num: int | None = None, num_re
     return result
 
 
-def _stack(dataset, num: int | None = None) -> np.ndarray:
-    count = len(dataset) if num is None else min(num, len(dataset))
-    return np.stack([dataset[i][0].numpy() for i in range(count)])
-
-
 def _train_side(data: dict | None, split, train: str | None, real: str, size: int, modality: str):
     """The report's `split` block (what `real` is, relative to the training data) and the training volumes.
 
@@ -140,7 +135,7 @@ def _train_side(data: dict | None, split, train: str | None, real: str, size: in
         block = {"real": real, "train": f"{split.source} (train list, {len(split.parts['train'])} volumes)",
                  "held_out": True, "split": {k: v for k, v in split.record().items() if k != "parts"}
                  | {"counts": split.counts()}}
-        return block, _stack(split.dataset("train", size, modality=modality))
+        return block, split.dataset("train", size, modality=modality).volumes()
     dataset = None
     if train is None and data is not None and data.get("source") not in (None, real):
         # the source the checkpoint records, when it is on this machine
@@ -155,7 +150,7 @@ def _train_side(data: dict | None, split, train: str | None, real: str, size: in
         block["note"] = "evaluated against its own training set: realism is flattered, memorisation not measurable"
     if train is None or held_out is False:
         return block, None
-    return block, _stack(dataset) if dataset is not None else load_volumes(train, size, modality=modality)[0]
+    return block, dataset.volumes() if dataset is not None else load_volumes(train, size, modality=modality)[0]
 
 
 # ---- the sample widget's Nearest training volume button

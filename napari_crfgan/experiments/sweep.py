@@ -103,7 +103,7 @@ def _evaluate_run(run: dict, real: np.ndarray, train: np.ndarray, o: SweepOption
     path = Path(run["checkpoint"]).parent / EVAL_NAME
     if path.is_file():
         saved = json.loads(path.read_text())
-        if saved.get("checkpoint_iteration") == run.get("iterations", o.iterations):
+        if saved.get("checkpoint_iteration") == o.iterations:
             return saved
     sampler = Sampler(run["checkpoint"], device=o.device)
     fake = np.stack([v.model_units for v in sampler.sample(o.num_samples, seed=0)])
@@ -146,8 +146,7 @@ def run_sweep(o: SweepOptions, log: Callable[[str], None] = lambda msg: None) ->
         split = find_split("auto", out)  # as read back: with its path, which every run records
     size = get_config(o.preset).size
     train_set, test_set = split.dataset("train", size), split.dataset("test", size)
-    real = np.stack([test_set[i][0].numpy() for i in range(len(test_set))])
-    train = np.stack([train_set[i][0].numpy() for i in range(len(train_set))])
+    real, train = test_set.volumes(), train_set.volumes()
     images = out / "images"
     images.mkdir(exist_ok=True)
     log(f"sweep: {len(names)} recipes x seeds {o.seeds}; {split.describe()}")
@@ -195,6 +194,14 @@ def command_of(options: dict) -> str:
     return " ".join(["crfgan sweep", *flags])
 
 
+def _extra_seeds(o: dict) -> str:
+    if o["top"] and o["top_seeds"]:
+        return f" and {o['top_seeds']} more for the best {o['top']}"
+    if len(_ints(o["seeds"])) == 1:
+        return " and no extra seeds for the best (one seed cannot tell a recipe from luck: a first look, not a ranking)"
+    return ""
+
+
 def sweep_markdown(result: dict, image_dir: str = "images") -> str:
     """The ranked table (medians over seeds), each recipe's fields, time per run and montages."""
     o = result["options"]
@@ -205,12 +212,8 @@ def sweep_markdown(result: dict, image_dir: str = "images") -> str:
         f"Produced by `{command_of(o)}`.",
         "",
         (f"`crfgan sweep`: {o['model']} {o['preset']}, {o['iterations']} iterations at batch {o['batch_size']} per "
-         f"run, training seeds {o['seeds']} for every recipe"
-         + (f" and {o['top_seeds']} more for the best {o['top']}" if o["top"] and o["top_seeds"] else
-            " and no extra seeds for the best (one seed cannot tell a recipe from luck: a first look, not a "
-            "ranking)" if o["seeds"].count(",") == 0
-            else "")
-         + f", on {o['data']} ({result['split']}), {o['workers']} runs at a time; the sweep took "
+         f"run, training seeds {o['seeds']} for every recipe{_extra_seeds(o)}, "
+         f"on {o['data']} ({result['split']}), {o['workers']} runs at a time; the sweep took "
          f"{result['seconds'] / 60:.0f} min. {o['num_samples']} samples per run scored against the test "
          "list. Rank: the mean of the ranks over the six columns (medians over seeds). Higher is better for "
          "coverage and recall; lower for the rest. Memorised: fraction of samples closer to a training volume "

@@ -41,8 +41,7 @@ def artefact_matrix(num: int = 24, size: int = 64, data: str = "demo-brain", per
     if 1 / (1 + permutations) >= ALPHA:  # the smallest p a permutation test can give is 1 / (1 + n)
         raise ValueError(f"permutations must be at least {int(1 / ALPHA)} for a p-value below {ALPHA}")
     def load(seed: int) -> np.ndarray:
-        ds = VolumeDataset(data, size=size, demo_count=num, demo_seed=seed)
-        return np.stack([ds[i][0].numpy() for i in range(len(ds))])
+        return VolumeDataset(data, size=size, demo_count=num, demo_seed=seed).volumes()
 
     real, fake = load(0), load(1)
     rows = []

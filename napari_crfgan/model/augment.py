@@ -101,7 +101,7 @@ class Augment(nn.Module):
         """Adaptive p: collect sign(D(real)); every ADA_INTERVAL iterations step p towards the target."""
         if not self.target:
             return
-        self.sign_sum += torch.sign(d_real[:, 0].float()).sum().cpu()
+        self.sign_sum += torch.sign(d_real[:, 0].float()).sum()
         self.sign_count += d_real.shape[0]
         if (iteration + 1) % ADA_INTERVAL:
             return

@@ -61,10 +61,6 @@ def _without_history(run: dict) -> dict:
     return {k: v for k, v in run.items() if k != "history"}
 
 
-def _stack(dataset) -> np.ndarray:
-    return np.stack([dataset[i][0].numpy() for i in range(len(dataset))])
-
-
 #: Table 1's headline metrics: the value summarised over training seeds (mean, std) per system
 HEADLINE = ("fd_shallow", "kid_shallow", "fd_resnet10", "kid_resnet10", "mmd", "coverage", "msssim_diversity",
             "seams", "grid", "memorisation")
@@ -92,7 +88,7 @@ def measure_realism(budget: Budget, work: Path, device: str, log) -> tuple[dict,
     split = make_split("demo-brain", budget.brain_split, seed=budget.split_seed, demo_count=budget.brain_count)
     split_path = write_split(split, work, force=True)
     train_set, test_set = split.dataset("train", size), split.dataset("test", size)
-    real, train_v = _stack(test_set), _stack(train_set)
+    real, train_v = test_set.volumes(), train_set.volumes()
     log(f"Table 1 {split.describe()}")
     options = {(model, seed): train_options(budget, "demo-brain", work / f"brain-{model}-seed{seed}", model,
                                             budget.brain_iterations, device, seed, demo_count=budget.brain_count,
