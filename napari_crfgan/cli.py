@@ -135,10 +135,11 @@ def cmd_train(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from .experiments.demo import DemoOptions, run_demo
+    from .experiments.demo import DemoOptions, ensure_split, run_demo
 
     options = options_from(args, DemoOptions)
     train_options = options.train_options()
+    ensure_split(train_options)
     dataset = _prepare(train_options)
     result = _with_progress(train_options, lambda on_report, should_stop: run_demo(
         options, on_report=on_report, should_stop=should_stop, dataset=dataset,
@@ -162,6 +163,15 @@ def cmd_sample(args) -> list[Path]:
                                           progress=lambda done, total: bar.update(done - bar.n))
     print(f"wrote {len(paths)} volumes of {sampler.cfg.size}^3 at {sampler.spacing[0]:.2f} mm to {args.out}")
     return paths
+
+
+def cmd_pretrain(args) -> None:
+    from .experiments.pretrain import PretrainOptions, run_pretrain
+
+    options = options_from(args, PretrainOptions)
+    train_options = options.train_options()
+    _with_progress(train_options, lambda on_report, should_stop: run_pretrain(
+        options, log=lambda msg: print(msg, file=sys.stderr), on_report=on_report, should_stop=should_stop))
 
 
 def cmd_params(args) -> None:
@@ -408,6 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(resumable; writes OUT/recipes.md)")
     add_options(sw, SweepOptions)
     sw.set_defaults(func=cmd_sweep)
+
+    from .experiments.pretrain import PretrainOptions
+    pr = sub.add_parser("pretrain", help="rebuild a shipped pretrained demo generator (pretrained:demo-brain, "
+                                         "pretrained:demo-chest): train, then keep only its generator")
+    add_options(pr, PretrainOptions)
+    pr.set_defaults(func=cmd_pretrain)
 
     pt = sub.add_parser("paper-tables", help="train the systems and write the paper's five tables to results.md")
     pt.add_argument("--budget", choices=["tiny", "small", "paper"], default="small",

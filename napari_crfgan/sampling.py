@@ -72,7 +72,13 @@ class Sampler:
 
     @property
     def has_crf(self) -> bool:
-        return getattr(self.system, "crf", None) is not None
+        """A trained CRF to compute consistency maps with (a generator-only checkpoint has none)."""
+        return not self.checkpoint.generator_only and getattr(self.system, "crf", None) is not None
+
+    def no_crf_reason(self) -> str:
+        if self.checkpoint.generator_only:
+            return "a generator-only (pretrained) checkpoint holds no CRF, encoder or discriminator weights"
+        return f"a {display_name(self.checkpoint.model)} model has no CRF"
 
     def info(self) -> dict:
         c = self.checkpoint
@@ -164,8 +170,7 @@ class Sampler:
         the half-encoder E^H; each patch's unary is the D^H logit of the slabs it spans.
         """
         if not self.has_crf:
-            raise ValueError(f"a {display_name(self.checkpoint.model)} model has no CRF; consistency maps need a "
-                             "CRF-GAN checkpoint")
+            raise ValueError(f"{self.no_crf_reason()}; consistency maps need a CRF-GAN training checkpoint")
         cfg, system = self.cfg, self.system
         if volume.shape != (cfg.size,) * 3:
             raise ValueError(f"volume shape {volume.shape} is not the model's {(cfg.size,) * 3}")

@@ -4,7 +4,8 @@ from napari_crfgan.experiments.demo import DemoOptions, run_demo
 
 
 def test_demo_trains_samples_and_reuses_its_run(tmp_path):
-    options = DemoOptions(out=str(tmp_path / "demo"), iterations=2, num=2, preset="tiny-32", device="cpu")
+    options = DemoOptions(out=str(tmp_path / "demo"), iterations=2, num=2, preset="tiny-32", device="cpu",
+                          demo_count=10)
     first = run_demo(options)
     assert first["run"].iteration == 2 and not first["run"].reused
     assert [p.name for p in first["samples"]] == ["sample_seed0000.nii.gz", "sample_seed0001.nii.gz"]

@@ -10,7 +10,7 @@ from napari_crfgan.model import build_system, get_config
 from napari_crfgan.model import losses
 from napari_crfgan.model.augment import ADA_INTERVAL, Augment, cutout, translate
 from napari_crfgan.model.decoding import decode_embedding
-from napari_crfgan.model.layers import minibatch_std, upsample2
+from napari_crfgan.model.layers import blur_reference, minibatch_std, upsample2
 from napari_crfgan.model.presets import ModelConfig
 from napari_crfgan.model.recipes import RECIPE_FIELDS, RECIPES, recipe_of
 from napari_crfgan.runtime import Checkpoint, load_checkpoint, save_checkpoint
@@ -221,6 +221,11 @@ def test_smooth_upsampling_leaves_no_block_grid_and_chunked_decoding_stays_exact
         assert torch.allclose(decode_embedding(system.head, emb, chunk), whole, atol=1e-5)
 
 
+def test_blur_is_nearest_then_the_fixed_filter_which_is_trilinear():
+    x = torch.randn(2, 3, 5, 6, 7, dtype=torch.float64)
+    torch.testing.assert_close(upsample2(x, "blur"), blur_reference(x), rtol=0, atol=1e-12)
+
+
 def test_style_trunk_makes_the_plain_trunks_embedding_and_is_deterministic_in_eval():
     cfg = get_config("tiny-32", trunk="style", num_classes=2)
     system = build_system("hagan", cfg)
@@ -253,3 +258,17 @@ def test_the_sampler_decodes_with_the_moving_average(tmp_path):
     expected = decode_embedding(s.ema["head"], s.ema["trunk"](z))
     assert torch.equal(sampler.decode(z), expected)
     assert not torch.allclose(sampler.decode(z), decode_embedding(s.head, s.trunk(z)))
+
+
+def test_the_moving_average_warms_up_before_its_decay():
+    cfg = get_config("tiny-32", ema_decay=0.999)
+    system = build_system("crfgan", cfg)
+    opt = system.make_optimizers()["g"]
+    start = {n: p.clone() for n, p in system.ema["trunk"].named_parameters()}
+    with torch.no_grad():
+        for p in system.trunk.parameters():
+            p.add_(1.0)
+    zero = sum((p * 0).sum() for p in system.trunk.parameters())  # no update: the live weights stay put
+    system.generator_step(opt, zero, iteration=0)
+    for n, p in system.ema["trunk"].named_parameters():  # decay (1 + 0) / (10 + 0) = 0.1, not 0.999
+        torch.testing.assert_close(p, start[n] + 0.9)

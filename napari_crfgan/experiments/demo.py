@@ -1,9 +1,11 @@
 """`crfgan demo`: the main job on the embedded demo data.
 
-Trains a small CRF-GAN on demo-brain (synthetic T1 MRIs made from the MNI152
-template), samples full-resolution volumes, writes them as NIfTI, and writes a
-PNG montage of real (top row) beside generated (bottom row) slices. A second run
-in the same folder continues the checkpoint, or samples from it when it is finished.
+Trains a small CRF-GAN with the recommended recipe on the train list of a split of
+demo-brain (synthetic T1 MRIs made from the MNI152 template; the split is recorded in the
+run folder, so `crfgan eval --fake <out>` scores the run on held-out volumes), samples
+full-resolution volumes, writes them as NIfTI, and writes a PNG montage of real (top row)
+beside generated (bottom row) slices. A second run in the same folder continues the
+checkpoint, or samples from it when it is finished.
 """
 from __future__ import annotations
 
@@ -11,16 +13,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data import make_split, write_split
+from ..data.split import SPLIT_NAME
+from ..model.recipes import RECIPES, RECOMMENDED
 from ..sampling import Sampler, sample_path
 from ..training import TrainOptions, TrainReport, prepare_dataset, run_training
 from ..training.options import option
 from .montage import montage, write_png
 
+DEMO_COUNT = 60
+
 
 @dataclass
 class DemoOptions:
     out: str = option("runs/demo", "run folder: checkpoint, samples/ and montage.png")
-    iterations: int = option(1500, "training iterations")
+    iterations: int = option(4000, "training iterations")
     batch_size: int = option(TrainOptions.batch_size, "volumes per iteration")
     num: int = option(4, "volumes to sample")
     device: str = option(TrainOptions.device, "auto, cpu, cuda, cuda:N or mps")
@@ -28,11 +35,22 @@ class DemoOptions:
     data: str = option("demo-brain", "demo set to train on", cli=False)
     preset: str = option(TrainOptions.preset, "model configuration", cli=False)
     threads: int | None = option(TrainOptions.threads, "torch CPU threads (default: torch's)")
+    recipe: str = option(RECOMMENDED, "training recipe (see docs/recipes.md)", choices=lambda: tuple(RECIPES))
+    demo_count: int = option(DEMO_COUNT, "demo volumes (split 70 / 10 / 20 % into train / val / test)")
 
     def train_options(self) -> TrainOptions:
         return TrainOptions(data=self.data, out=self.out, model="crfgan", preset=self.preset,
                             iterations=self.iterations, batch_size=self.batch_size, device=self.device,
-                            seed=self.seed, resume="auto", threads=self.threads)
+                            seed=self.seed, resume="auto", threads=self.threads, recipe=self.recipe,
+                            demo_count=self.demo_count, split=str(Path(self.out) / SPLIT_NAME))
+
+
+def ensure_split(options: TrainOptions, seed: int = 0) -> None:
+    """The run folder's split.json (the default 70 / 10 / 20 % one), written when missing."""
+    folder = Path(options.out)
+    if not (folder / SPLIT_NAME).is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        write_split(make_split(options.data, seed=seed, demo_count=options.demo_count), folder)
 
 
 def run_demo(options: DemoOptions | None = None, on_report: Callable[[TrainReport], None] | None = None,
@@ -41,6 +59,7 @@ def run_demo(options: DemoOptions | None = None, on_report: Callable[[TrainRepor
     """Train (or continue, or reuse) the demo run, sample it and write NIfTI files and the montage."""
     options = options or DemoOptions()
     train_options = options.train_options()
+    ensure_split(train_options)
     dataset = dataset if dataset is not None else prepare_dataset(train_options)
     result = run_training(train_options, dataset, on_report=on_report, should_stop=should_stop)
     if result.reused:
@@ -55,5 +74,6 @@ def run_demo(options: DemoOptions | None = None, on_report: Callable[[TrainRepor
     log(f"samples ({sampler.cfg.size}^3, {sampler.spacing[0]:.2f} mm voxels): {sample_dir}")
     log(f"montage (top: real, bottom: generated): {png}")
     log(f"checkpoint: {result.checkpoint_path}")
+    log(f"score it on the held-out test volumes: crfgan eval --fake {options.out}")
     return {"checkpoint": result.checkpoint_path, "samples": paths, "montage": png, "run": result}
 

@@ -7,10 +7,11 @@ from typing import Callable
 import numpy as np
 
 from ..data import VolumeDataset
+from ..runtime.pretrained import is_pretrained
 
 
 def is_checkpoint(source: str) -> bool:
-    return Path(source).is_file() and not source.endswith((".nii", ".nii.gz", ".npy"))
+    return is_pretrained(source) or (Path(source).is_file() and not source.endswith((".nii", ".nii.gz", ".npy")))
 
 
 def load_volumes(source: str, size: int, num: int | None = None, modality: str | None = None,

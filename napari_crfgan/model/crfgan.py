@@ -72,7 +72,7 @@ class CRFGAN(GANSystem):
             emb, fake_slab = self.generate_slab(z, crop)
         w = self.crf_weight(iteration)
         loss_g, d_gen, diagnostics = self._generator_loss(emb, fake_slab, real_slab, crop, fake_labels, w)
-        out["g"] = self.generator_step(optimizers["g"], loss_g)
+        out["g"] = self.generator_step(optimizers["g"], loss_g, iteration)
         out.update(diagnostics() if diagnostics else {})
 
         if reference:

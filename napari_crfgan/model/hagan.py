@@ -85,7 +85,7 @@ class HAGAN(GANSystem):
             loss_g = losses.g_loss(cfg, d_gen) + cfg.class_loss_weight * self.class_loss(d_gen, fake_labels)
             if matching is not None:
                 loss_g = loss_g + matching
-        out["g"] = self.generator_step(optimizers["g"], loss_g)
+        out["g"] = self.generator_step(optimizers["g"], loss_g, iteration)
 
         out["encoder"] = self.encoder_loss(real_slab, optimizers)
 

@@ -33,10 +33,15 @@ RECIPES: dict[str, dict] = {
     "blur": {"upsample": "blur"},
     "style": {"trunk": "style"},
     # combinations: the tricks that compose in the literature
+    "blur-ema": {"upsample": "blur", "ema_decay": 0.999},
     "hinge-diffaugment-ema": {"loss": "hinge", "augment": DIFFAUGMENT, "ema_decay": 0.99, "upsample": "blur"},
     "style-r1-ada-ema": {"trunk": "style", "r1_gamma": 1.0, "augment": DIFFAUGMENT, "ada_target": 0.6,
                          "ema_decay": 0.99, "minibatch_std": True, "upsample": "blur"},
 }
+
+
+#: the recipe of `crfgan demo`, `crfgan pretrain` and the Train widget's "recommended" choice
+RECOMMENDED = "blur-ema"
 
 
 def recipe(name: str) -> dict:

@@ -121,15 +121,18 @@ class GANSystem(nn.Module):
             optimizer.step()
         return loss.detach()
 
-    def generator_step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
-        """The G step, then the moving average of G^A + G^H (when the recipe keeps one)."""
+    def generator_step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, iteration: int) -> torch.Tensor:
+        """The G step, then the moving average of G^A + G^H (when the recipe keeps one). The decay warms up
+        as (1 + it) / (10 + it) until it reaches the recipe's, so an early average is not mostly the
+        initial weights (0.999 ** 1000 would leave them 37% of it at iteration 1000)."""
         out = self.step(optimizer, loss)
         if hasattr(self, "ema"):
+            decay = min(self.cfg.ema_decay, (1 + iteration) / (10 + iteration))
             with torch.no_grad():
                 for name in ("trunk", "head"):
                     live, avg = getattr(self, name), self.ema[name]
                     for a, p in zip(avg.parameters(), live.parameters()):
-                        a.lerp_(p, 1.0 - self.cfg.ema_decay)
+                        a.lerp_(p, 1.0 - decay)
                     for a, b in zip(avg.buffers(), live.buffers()):
                         a.copy_(b)
         return out

@@ -15,14 +15,23 @@ import torch
 
 from ..files import atomic_path
 from ..model import GANSystem, ModelConfig, build_system
+from .pretrained import is_pretrained, pretrained_path
 
 FORMAT = "napari-crfgan-checkpoint"
 VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
+GENERATOR_ONLY = "generator"
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message is one line saying why."""
+
+
+def sampling_keys(system: GANSystem) -> set[str]:
+    """State-dict keys of the networks `system.generate` runs (G^A + G^H, or their moving average)."""
+    names = {id(m): n for n, m in system.named_modules()}
+    prefixes = [names[id(m)] + "." for m in system.sampling_networks()]
+    return {k for k in system.state_dict() if k.startswith(tuple(prefixes))}
 
 
 @dataclass
@@ -37,16 +46,40 @@ class Checkpoint:
     options: dict = field(default_factory=dict)  # training options (seed, batch size, ...)
     data: dict = field(default_factory=dict)  # dataset summary: source, modality, spacing, classes
     metrics: dict = field(default_factory=dict)  # iters_per_s, peak_memory_mb of the run
+    # "full": every network, optimiser and RNG state (a training run); "generator": only the weights
+    # that sampling uses (G^A + G^H, their moving average when there is one): a shipped, sample-only model
+    contents: str = "full"
+
+    @property
+    def generator_only(self) -> bool:
+        return self.contents == GENERATOR_ONLY
 
     def build(self, device: torch.device | str = "cpu") -> GANSystem:
-        """The system with these weights, on `device`, in eval mode."""
+        """The system with these weights, on `device`, in eval mode (a generator-only checkpoint fills
+        the networks sampling uses; the others keep their initial weights and are never used)."""
         system = build_system(self.model, self.config)
         try:
-            system.load_state_dict(self.state)
+            missing, unexpected = system.load_state_dict(self.state, strict=not self.generator_only)
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0]
             raise CheckpointError(f"weights do not fit a {self.model} {self.preset} model: {first}") from None
+        if self.generator_only:
+            needed = sampling_keys(system)
+            lacking = sorted(k for k in missing if k in needed)
+            if unexpected or lacking:
+                key = (list(unexpected) + lacking)[0]
+                raise CheckpointError(f"generator weights do not fit a {self.model} {self.preset} model "
+                                      f"({'unexpected' if unexpected else 'missing'} key {key})")
         return system.to(device).eval()
+
+    def sampling_only(self) -> "Checkpoint":
+        """This checkpoint with only the generator weights sampling uses: no discriminators, encoder, CRF,
+        optimiser or RNG state (what a shipped pretrained model holds)."""
+        system = build_system(self.model, self.config)
+        keep = sampling_keys(system)
+        return Checkpoint(model=self.model, preset=self.preset, config=self.config, iteration=self.iteration,
+                          state={k: v for k, v in self.state.items() if k in keep}, options=self.options,
+                          data=self.data, metrics=self.metrics, contents=GENERATOR_ONLY)
 
     def describe(self) -> str:
         return f"{self.model} {self.preset} at iteration {self.iteration}"
@@ -68,6 +101,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
         "options": json.dumps(ckpt.options),
         "data": json.dumps(ckpt.data),
         "metrics": json.dumps(ckpt.metrics),
+        "contents": ckpt.contents,
     }
     with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as f:
         torch.save(payload, f)
@@ -77,7 +111,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
 def load_checkpoint(path: str | Path, model: str | None = None, preset: str | None = None,
                     config: ModelConfig | None = None) -> Checkpoint:
     """Read a checkpoint, refusing (CheckpointError) one of another model, preset or config."""
-    path = Path(path)
+    path = pretrained_path(path) if is_pretrained(path) else Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
@@ -102,6 +136,7 @@ def load_checkpoint(path: str | Path, model: str | None = None, preset: str | No
         options=json.loads(raw["options"]),
         data=json.loads(raw["data"]),
         metrics=json.loads(raw["metrics"]),
+        contents=raw.get("contents", "full"),
     )
     if model is not None and ckpt.model != model:
         raise CheckpointError(f"{path} holds a {ckpt.model} model, not {model}")

@@ -19,7 +19,8 @@ import torch
 
 from ..data import DatasetError, VolumeDataset, find_split, to_modality_units
 from ..model import build_system, get_config
-from ..runtime import Checkpoint, PeakMemory, load_checkpoint, resolve_device, save_checkpoint, torch_threads
+from ..runtime import (Checkpoint, CheckpointError, PeakMemory, load_checkpoint, resolve_device, save_checkpoint,
+                       torch_threads)
 from .options import TrainOptions, TrainReport
 from .lifecycle import decide_start
 
@@ -79,6 +80,9 @@ def _train_loop(options: TrainOptions, dataset: VolumeDataset, cfg, device: torc
     start = 0
     if resume:
         ckpt = load_checkpoint(ckpt_path, model=options.model, preset=options.preset, config=cfg)
+        if ckpt.generator_only:
+            raise CheckpointError(f"{ckpt_path} holds only generator weights (a pretrained or exported model): "
+                                  "it samples, but cannot be resumed")
         system.load_state_dict(ckpt.state)
         for name, opt in optimizers.items():
             opt.load_state_dict(ckpt.optimizers[name])

@@ -11,7 +11,6 @@ import napari
 import numpy as np
 from qtpy.QtWidgets import QDoubleSpinBox, QFileDialog, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from ..model import display_name
 from ..sampling import Sampler
 from ._helpers import combo, notify_error, one_sentence, start_worker
 from ._state import state_for
@@ -105,8 +104,8 @@ class ConsistencyWidget(QWidget):
         if sampler is None:
             self.model.setText("No model: load a CRF-GAN checkpoint here or in 'Model and sample'.")
         elif not sampler.has_crf:
-            self.model.setText(f"{sampler.checkpoint.describe()}: a {display_name(sampler.checkpoint.model)} model "
-                               "has no CRF, so it has no consistency map. Load a CRF-GAN checkpoint.")
+            self.model.setText(f"{sampler.checkpoint.describe()}: {sampler.no_crf_reason()}, so it has no "
+                               "consistency map. Load a CRF-GAN training checkpoint.")
         else:
             size = sampler.cfg.size
             self.model.setText(f"{sampler.checkpoint.describe()}: CRF over a {'×'.join(map(str, sampler.cfg.crf_grid))}"

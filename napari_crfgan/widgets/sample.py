@@ -22,6 +22,7 @@ from ..data import from_modality_units, to_modality_units
 from ..experiments.sources import nearest_training_volume
 from ..model import display_name
 from ..runtime import PeakMemory, available_devices
+from ..runtime.pretrained import PRETRAINED, SCHEME, available
 from ..sampling import Sampler
 from ._helpers import combo, notify_error, one_sentence, path_row, show_volume, spin, start_worker
 from ._state import RunMetrics, state_for
@@ -61,7 +62,11 @@ class SampleWidget(QWidget):
         self._references: tuple | None = None  # (sampler, (train, test)) prepared for that sampler
 
         self.path = QLineEdit(self.state.checkpoint)
-        self.path.setPlaceholderText("checkpoint.pt or its run folder")
+        self.path.setPlaceholderText("checkpoint.pt, its run folder or pretrained:<name>")
+        # the generators shipped with the package: choosing one loads it, no training needed
+        self.pretrained = combo([("choose…", None), *((f"{n}: {d}", SCHEME + n) for n, d in PRETRAINED.items()
+                                                      if SCHEME + n in available())],
+                                tip="a demo generator shipped with napari-crfgan (crfgan pretrain rebuilds them)")
         self.device = combo(available_devices(), "auto")
         self.load_button = QPushButton("Load")
         self.info = QLabel("No model loaded.")
@@ -85,6 +90,7 @@ class SampleWidget(QWidget):
 
         form = QFormLayout()
         form.addRow("Checkpoint", path_row(self.path, False, "Checkpoint", "Checkpoints (*.pt);;All files (*)"))
+        form.addRow("Pretrained", self.pretrained)
         form.addRow("Device", self.device)
         form.addRow("", self.load_button)
         form.addRow(self.info)
@@ -113,6 +119,7 @@ class SampleWidget(QWidget):
         layout.addStretch()
 
         self.load_button.clicked.connect(self.load)
+        self.pretrained.currentIndexChanged.connect(self._choose_pretrained)
         self.generate_button.clicked.connect(self.generate)
         self.interpolate_button.clicked.connect(self.interpolate)
         self.view3d_button.clicked.connect(self.show_3d)
@@ -124,6 +131,12 @@ class SampleWidget(QWidget):
     # ---- model -----------------------------------------------------------------------
     def _new_checkpoint(self, path: str) -> None:
         self.path.setText(path)
+
+    def _choose_pretrained(self) -> None:
+        spec = self.pretrained.currentData()
+        if spec:
+            self.path.setText(spec)
+            self.load()
 
     def load(self) -> None:
         path = self.path.text().strip()

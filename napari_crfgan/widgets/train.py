@@ -27,7 +27,7 @@ from ..model import PRESETS, SYSTEMS
 from ..runtime import available_devices
 from ..training import TrainOptions, TrainReport, prepare_dataset, train
 from ..model.presets import LOSSES, STEPS, UPSAMPLING
-from ..model.recipes import RECIPES
+from ..model.recipes import RECIPES, RECOMMENDED
 from ..training.options import PRECISIONS
 from ._helpers import combo, notify_error, one_sentence, path_row, rate_spin, show_volume, spin, start_worker
 from ._state import RunMetrics, state_for
@@ -172,7 +172,9 @@ class TrainWidget(QWidget):
         self.step = combo([("preset's (reference)", None), *((s, s) for s in STEPS)], None,
                           TrainOptions.__dataclass_fields__["step"].metadata["help"])
         help_of = {name: f.metadata["help"] for name, f in TrainOptions.__dataclass_fields__.items()}
-        self.recipe = combo(list(RECIPES), DEFAULTS.recipe, help_of["recipe"])
+        # the recommended recipe first and chosen (crfgan train's default stays the papers' own)
+        self.recipe = combo([(f"{RECOMMENDED} (recommended)", RECOMMENDED),
+                             *((n, n) for n in RECIPES if n != RECOMMENDED)], RECOMMENDED, help_of["recipe"])
         self.loss = combo([("recipe's", None), *((x, x) for x in LOSSES)], None, help_of["loss"])
         self.upsample = combo([("recipe's", None), *((x, x) for x in UPSAMPLING)], None, help_of["upsample"])
         self.ema_decay = rate_spin("moving average of the generator (0: the recipe's)")
