@@ -65,6 +65,11 @@ def test_wheel_carries_the_top_level_manifest_and_its_entry_point(dists):
         entry_points = whl.read(f"{info}/entry_points.txt").decode()
         record = whl.read(f"{info}/RECORD").decode()
     assert "napari_crfgan/napari.yaml," in record
+    # the pretrained generators (pretrained:<name>), each at most 15 MB
+    with zipfile.ZipFile(wheel) as whl:
+        sizes = {n: whl.getinfo(n).file_size for n in whl.namelist() if n.startswith("napari_crfgan/weights/")}
+    assert set(sizes) == {"napari_crfgan/weights/demo-brain.pt", "napari_crfgan/weights/demo-chest.pt"}
+    assert all(0 < size <= 15 * 2**20 for size in sizes.values()), sizes
     parser = configparser.ConfigParser()
     parser.read_string(entry_points)
     assert parser["napari.manifest"]["napari-crfgan"].strip() == "napari_crfgan:napari.yaml"

@@ -52,3 +52,20 @@ def test_a_generator_only_checkpoint_is_refused_for_resume_and_checked_for_fit(t
     gen.state["extra.weight"] = torch.zeros(1)
     with pytest.raises(CheckpointError, match="unexpected key extra.weight"):
         gen.build()
+
+
+@pytest.mark.parametrize("name, label", [("demo-brain", None), ("demo-chest", "nodule")])
+def test_the_shipped_generators_sample_from_the_command_line(name, label, tmp_path):
+    from napari_crfgan.cli import main
+    from napari_crfgan.data import read_nifti
+
+    path = pretrained.pretrained_path(f"pretrained:{name}")
+    assert path.parent == pretrained.WEIGHTS_DIR and path.stat().st_size <= 15 * 2**20
+    ckpt = load_checkpoint(f"pretrained:{name}")  # weights_only: no code from the file runs
+    assert ckpt.generator_only and ckpt.config.size == 64 and ckpt.config.ema_decay > 0
+    assert (ckpt.config.num_classes == 2) == (name == "demo-chest")
+    argv = ["sample", "--checkpoint", f"pretrained:{name}", "--num", "1", "--out", str(tmp_path), "--device", "cpu"]
+    assert main(argv + (["--label", label] if label else [])) == 0
+    vol = read_nifti(next(tmp_path.glob("*.nii.gz")))
+    assert vol.data.shape == (64, 64, 64) and np.isfinite(vol.data).all() and vol.data.std() > 0
+    np.testing.assert_allclose(vol.spacing, ckpt.data["spacing"], rtol=1e-5)

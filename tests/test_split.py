@@ -74,7 +74,7 @@ def test_train_uses_the_train_list_and_eval_the_test_list(tmp_path, capsys):
     data = load_checkpoint(run / "checkpoint.pt").data
     assert data["count"] == len(split["parts"]["train"]) and data["split"]["parts"] == split["parts"]
     capsys.readouterr()
-    assert main(["eval", "--fake", str(run / "checkpoint.pt"), "--num", "6", "--features", "shallow",
+    assert main(["eval", "--fake", str(run), "--num", "6", "--features", "shallow",  # the run folder is enough
                  "--seeds", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["split"]["held_out"] is True and result["counts"]["real"] == len(split["parts"]["test"])

@@ -161,6 +161,21 @@ def test_sampling_adds_scaled_layers_walks_and_3d(make_napari_viewer, qtbot, che
     np.testing.assert_allclose(walk.scale, (1.0, *spacing))
 
 
+def test_a_pretrained_generator_is_one_choice_away(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    w = dock(viewer, "Model and sample")
+    crf = dock(viewer, "CRF consistency map")
+    choose(w.device, "cpu")
+    choose(w.pretrained, "pretrained:demo-brain")  # choosing loads it: no training, no file dialog
+    idle(qtbot, w)
+    assert w.path.text() == "pretrained:demo-brain" and "small-64" in w.info.text()
+    w.generate()
+    idle(qtbot, w)
+    layer = viewer.layers["CRF-GAN seed 0"]
+    assert layer.data.shape == (64, 64, 64) and layer.metadata["checkpoint"] == "pretrained:demo-brain"
+    assert "holds no CRF" in crf.model.text() and not crf.compute_button.isEnabled()
+
+
 def test_conditional_model_offers_its_class_names(make_napari_viewer, qtbot, checkpoints):
     viewer = make_napari_viewer()
     w = dock(viewer, "Model and sample")

@@ -3,8 +3,8 @@
 Trains a small CRF-GAN with the recommended recipe on the train list of a split of
 demo-brain (synthetic T1 MRIs made from the MNI152 template; the split is recorded in the
 run folder, so `crfgan eval --fake <out>` scores the run on held-out volumes), samples
-full-resolution volumes, writes them as NIfTI, and writes a PNG montage of real (top row)
-beside generated (bottom row) slices. A second run in the same folder continues the
+full-resolution volumes, writes them as NIfTI, and writes a PNG montage of the samples
+(top row) above the training volume nearest to each (bottom row). A second run in the same folder continues the
 checkpoint, or samples from it when it is finished.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..data import make_split, write_split
 from ..data.split import SPLIT_NAME
+from ..evaluation.memorisation import nearest_training
 from ..model.recipes import RECIPES, RECOMMENDED
 from ..sampling import Sampler, sample_path
 from ..training import TrainOptions, TrainReport, prepare_dataset, run_training
@@ -69,10 +70,13 @@ def run_demo(options: DemoOptions | None = None, on_report: Callable[[TrainRepor
     volumes = sampler.sample(options.num, seed=options.seed)
     sample_dir = Path(options.out) / "samples"
     paths = [v.save(sample_path(sample_dir, v.seed)) for v in volumes]
-    real = list(dataset.volumes(options.num))
-    png = write_png(Path(options.out) / "montage.png", montage([real, [v.model_units for v in volumes]]))
+    # beside each sample the training volume nearest to it, so a reader sees the samples are new
+    train = dataset.volumes()
+    fake = [v.model_units for v in volumes]
+    nearest = [train[nearest_training(f, train)["index"]] for f in fake]
+    png = write_png(Path(options.out) / "montage.png", montage([fake, nearest]))
     log(f"samples ({sampler.cfg.size}^3, {sampler.spacing[0]:.2f} mm voxels): {sample_dir}")
-    log(f"montage (top: real, bottom: generated): {png}")
+    log(f"montage (top: generated, bottom: the training volume nearest to each): {png}")
     log(f"checkpoint: {result.checkpoint_path}")
     log(f"score it on the held-out test volumes: crfgan eval --fake {options.out}")
     return {"checkpoint": result.checkpoint_path, "samples": paths, "montage": png, "run": result}

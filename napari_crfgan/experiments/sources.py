@@ -7,11 +7,15 @@ from typing import Callable
 import numpy as np
 
 from ..data import VolumeDataset
+from ..runtime import CHECKPOINT_NAME
 from ..runtime.pretrained import is_pretrained
 
 
 def is_checkpoint(source: str) -> bool:
-    return is_pretrained(source) or (Path(source).is_file() and not source.endswith((".nii", ".nii.gz", ".npy")))
+    """A checkpoint file, a run folder holding one, or pretrained:<name> (anything else is volumes)."""
+    path = Path(source)
+    return (is_pretrained(source) or (path.is_file() and not source.endswith((".nii", ".nii.gz", ".npy")))
+            or (path / CHECKPOINT_NAME).is_file())
 
 
 def load_volumes(source: str, size: int, num: int | None = None, modality: str | None = None,

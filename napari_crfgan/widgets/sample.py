@@ -46,7 +46,10 @@ def describe(sampler: Sampler) -> str:
              f"Spacing {' × '.join(f'{s:.3g}' for s in info['spacing'])} mm"]
     if info["num_classes"]:
         lines.append(f"Classes: {', '.join(info['class_names']) or info['num_classes']}")
-    lines.append("Has a CRF" if sampler.has_crf else "No CRF")
+    if sampler.checkpoint.generator_only:
+        lines.append("Generator only (a pretrained model): no CRF map")
+    else:
+        lines.append("Has a CRF" if sampler.has_crf else "No CRF")
     return "<br>".join(lines)
 
 
