@@ -221,6 +221,21 @@ def test_smooth_upsampling_leaves_no_block_grid_and_chunked_decoding_stays_exact
         assert torch.allclose(decode_embedding(system.head, emb, chunk), whole, atol=1e-5)
 
 
+@pytest.mark.parametrize("norm", ["group", "pixel"])
+def test_pixel_norm_decodes_a_training_slab_as_the_whole_volume_does(norm):
+    system = build_system("crfgan", get_config("tiny-32", head_norm=norm, upsample="blur")).eval()
+    torch.manual_seed(2)
+    with torch.no_grad():
+        emb = system.trunk(torch.randn(2, system.cfg.latent_dim))
+        whole = decode_embedding(system.head, emb)
+        part = system.head(emb[:, :, :6])  # what D^H sees in training: G^H on part of the embedding
+        for chunk in (4, 8, 12):
+            assert torch.allclose(decode_embedding(system.head, emb, chunk), whole, atol=1e-5)
+    inside = 4 * (6 - system.head.halo)  # slices whose receptive field lies inside the part
+    same = torch.allclose(part[:, :, :inside], whole[:, :, :inside], atol=1e-5)
+    assert same == (norm == "pixel")  # GroupNorm's statistics of a part are not the whole volume's
+
+
 def test_blur_is_nearest_then_the_fixed_filter_which_is_trilinear():
     x = torch.randn(2, 3, 5, 6, 7, dtype=torch.float64)
     torch.testing.assert_close(upsample2(x, "blur"), blur_reference(x), rtol=0, atol=1e-12)

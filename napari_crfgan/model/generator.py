@@ -40,7 +40,7 @@ class Trunk(nn.Module):
 class SubVolumeHead(nn.Module):
     """G^H: an embedding slab (or the whole embedding) to full-resolution voxels.
 
-    up x2 -> conv -> GroupNorm -> ReLU -> up x2 -> conv to 1 -> tanh. Split in
+    up x2 -> conv -> GroupNorm (or PixelNorm) -> ReLU -> up x2 -> conv to 1 -> tanh. Split in
     `hidden` (before the norm) and `finish` (after it) so that chunked decoding
     (model/decoding.py) can normalise chunks with statistics of the whole volume.
     `halo`: embedding slices each side of a chunk that its output depends on (two
@@ -50,7 +50,8 @@ class SubVolumeHead(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.conv1 = nn.Conv3d(cfg.embedding_channels, cfg.head_channel, 3, 1, 1)
-        self.norm = nn.GroupNorm(cfg.groups, cfg.head_channel)
+        self.norm = nn.GroupNorm(cfg.groups, cfg.head_channel) if cfg.head_norm == "group" else \
+            PixelNorm(cfg.head_channel)
         self.conv2 = nn.Conv3d(cfg.head_channel, 1, 3, 1, 1)
         self.mode = cfg.upsample
         self.halo = 2 if cfg.upsample == "nearest" else 3
@@ -64,6 +65,21 @@ class SubVolumeHead(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.finish(self.norm(self.hidden(h)))
+
+
+class PixelNorm(nn.Module):
+    """Each voxel's channel vector divided by its RMS, then a per-channel scale and shift: no statistics
+    over space, so a slab, a chunk and the whole volume are normalised alike."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + self.eps)
+        return x * self.weight.view(1, -1, 1, 1, 1) + self.bias.view(1, -1, 1, 1, 1)
 
 
 class LowResHead(nn.Module):

@@ -19,6 +19,7 @@ LOSSES = ("bce", "lsgan", "wgan-gp", "hinge")
 #: how the generators upsample x2: nearest (the papers'; it leaves a grid of 2- and 4-voxel
 #: blocks), trilinear, or nearest followed by a fixed [1, 2, 1] blur
 UPSAMPLING = ("nearest", "trilinear", "blur")
+HEAD_NORMS = ("group", "pixel")
 TRUNKS = ("plain", "style")  # G^A: the papers' conv trunk, or a style-based one (model/style.py)
 AUGMENTATIONS = ("translation", "cutout", "intensity")  # DiffAugment operations (model/augment.py)
 #: what a stored config without these fields was trained with (napari-crfgan 0.1)
@@ -87,12 +88,17 @@ class ModelConfig:
     feature_matching: float = 0.0  # weight of |mean D^H features(real) - (fake)|^2 in the G loss
     minibatch_std: bool = False  # a minibatch standard-deviation channel before D's last convs
     upsample: str = "nearest"  # UPSAMPLING
+    # G^H's normalisation: "group" (the papers' GroupNorm: in training its statistics are the slab's, at
+    # inference the whole volume's, so the decoded volume is not what D^H saw) or "pixel" (each voxel's
+    # channel vector scaled to unit RMS, then a per-channel affine: the same in training and inference)
+    head_norm: str = "group"
     trunk: str = "plain"  # TRUNKS
     style_mapping_layers: int = 4  # style trunk: MLP layers from z (+ class) to the style vector w
 
     def __post_init__(self) -> None:
         for name, allowed in (("trunk_upsampling", TRUNK_UPSAMPLING), ("step", STEPS), ("loss", LOSSES),
-                              ("upsample", UPSAMPLING), ("trunk", TRUNKS)):
+                              ("upsample", UPSAMPLING), ("trunk", TRUNKS),
+                              ("head_norm", HEAD_NORMS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
         unknown = [a for a in self.augmentations if a not in AUGMENTATIONS]

@@ -13,7 +13,7 @@ from .presets import ModelConfig
 #: the ModelConfig fields a recipe may set (everything else is architecture size or optimisation)
 RECIPE_FIELDS = ("loss", "gp_weight", "r1_gamma", "r1_every", "augment", "augment_p", "ada_target", "ada_images",
                  "d_spectral_norm", "ema_decay", "label_smoothing", "feature_matching", "minibatch_std",
-                 "upsample", "trunk", "style_mapping_layers")
+                 "upsample", "trunk", "style_mapping_layers", "head_norm")
 
 DIFFAUGMENT = "translation,cutout,intensity"
 
@@ -34,6 +34,8 @@ RECIPES: dict[str, dict] = {
     "style": {"trunk": "style"},
     # combinations: the tricks that compose in the literature
     "blur-ema": {"upsample": "blur", "ema_decay": 0.999},
+    "pixelnorm": {"head_norm": "pixel"},
+    "pixelnorm-blur-ema": {"head_norm": "pixel", "upsample": "blur", "ema_decay": 0.999},
     "hinge-diffaugment-ema": {"loss": "hinge", "augment": DIFFAUGMENT, "ema_decay": 0.99, "upsample": "blur"},
     "style-r1-ada-ema": {"trunk": "style", "r1_gamma": 1.0, "augment": DIFFAUGMENT, "ada_target": 0.6,
                          "ema_decay": 0.99, "minibatch_std": True, "upsample": "blur"},
@@ -41,7 +43,7 @@ RECIPES: dict[str, dict] = {
 
 
 #: the recipe of `crfgan demo`, `crfgan pretrain` and the Train widget's "recommended" choice
-RECOMMENDED = "blur-ema"
+RECOMMENDED = "pixelnorm-blur-ema"
 
 
 def recipe(name: str) -> dict:
