@@ -28,7 +28,7 @@ DEMO_COUNT = 60
 @dataclass
 class DemoOptions:
     out: str = option("runs/demo", "run folder: checkpoint, samples/ and montage.png")
-    iterations: int = option(4000, "training iterations")
+    iterations: int = option(2000, "training iterations")
     batch_size: int = option(TrainOptions.batch_size, "volumes per iteration")
     num: int = option(4, "volumes to sample")
     device: str = option(TrainOptions.device, "auto, cpu, cuda, cuda:N or mps")

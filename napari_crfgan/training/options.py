@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..model import PRESETS, SYSTEMS, get_config
-from ..model.presets import AUGMENTATIONS, LOSSES, STEPS, TRUNKS, UPSAMPLING
+from ..model.presets import AUGMENTATIONS, HEAD_NORMS, LOSSES, STEPS, TRUNKS, UPSAMPLING
 from ..model.recipes import RECIPES, recipe
 from ..runtime import CHECKPOINT_NAME
 
@@ -23,7 +23,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 RESUME_MODES = ("no", "yes", "auto")
 #: TrainOptions fields that set a recipe field of the model config (None: the named recipe's value)
 RECIPE_OPTIONS = ("loss", "augment", "ada_target", "r1_gamma", "ema_decay", "label_smoothing", "feature_matching",
-                  "minibatch_std", "d_spectral_norm", "upsample", "trunk")
+                  "minibatch_std", "d_spectral_norm", "upsample", "trunk", "head_norm")
 
 
 def option(default, help: str, choices=None, **kw):
@@ -72,6 +72,9 @@ class TrainOptions:
                                   choices=UPSAMPLING)
     trunk: str | None = option(None, "G^A: plain (the papers') or style (mapping network, modulated convs, "
                                      "noise)", choices=TRUNKS)
+    head_norm: str | None = option(None, "G^H normalisation: group (the papers'; slab statistics in training, "
+                                         "whole-volume ones when sampling) or pixel (voxel-wise, the same in both)",
+                                   choices=HEAD_NORMS)
     preview_every: int = option(0, "a preview volume in the report every K iterations (0: never)", cli=False)
     demo_count: int | None = option(None, "number of demo volumes to generate (default: the demo's)")
     split: str = option("auto", "train on the train list of a split (crfgan split): auto: <out>/split.json when "
