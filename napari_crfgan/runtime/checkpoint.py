@@ -111,7 +111,12 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
 def load_checkpoint(path: str | Path, model: str | None = None, preset: str | None = None,
                     config: ModelConfig | None = None) -> Checkpoint:
     """Read a checkpoint, refusing (CheckpointError) one of another model, preset or config."""
-    path = pretrained_path(path) if is_pretrained(path) else Path(path)
+    if is_pretrained(path):
+        try:
+            path = pretrained_path(path)
+        except (ValueError, FileNotFoundError) as e:
+            raise CheckpointError(str(e)) from None
+    path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():

@@ -27,18 +27,16 @@ def weights_file(name: str, folder: str | Path | None = None) -> Path:
 
 
 def pretrained_path(spec: str) -> Path:
-    """The file of ``pretrained:<name>``; ValueError naming the choices, or saying how to rebuild it."""
-    # imported here: checkpoint.py imports this module, and its error class is the one callers catch
-    from .checkpoint import CheckpointError
-
+    """The file of ``pretrained:<name>``: ValueError naming the choices, or FileNotFoundError saying how to
+    rebuild it (load_checkpoint turns both into its CheckpointError)."""
     name = spec[len(SCHEME):]
     if name not in PRETRAINED:
-        raise CheckpointError(f"unknown pretrained model {name!r}; choose one of "
-                              + ", ".join(SCHEME + n for n in PRETRAINED))
+        raise ValueError(f"unknown pretrained model {name!r}; choose one of "
+                         + ", ".join(SCHEME + n for n in PRETRAINED))
     path = weights_file(name)
     if not path.is_file():
-        raise CheckpointError(f"{spec} is not in this installation ({path} is missing); "
-                              f"rebuild it with `crfgan pretrain --name {name}`")
+        raise FileNotFoundError(f"{spec} is not in this installation ({path} is missing); "
+                                f"rebuild it with `crfgan pretrain --name {name}`")
     return path
 
 
