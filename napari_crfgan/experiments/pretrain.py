@@ -4,8 +4,8 @@ Trains the recommended recipe on the demo set of the same name (demo-brain uncon
 demo-chest conditional on nodule / no-nodule) on the train list of a split recorded in
 the work folder, then writes only the sampled generator weights (`Checkpoint.sampling_only`)
 to ``napari_crfgan/weights/<name>.pt`` (or ``--out``). The generator file records the split,
-so ``crfgan eval --fake pretrained:<name>`` scores it on the held-out test list (on the
-machine that holds the work folder). The work folder keeps the full run: a killed rebuild
+so ``crfgan eval --fake pretrained:<name>`` scores it on the held-out test list on any
+machine (a demo set is regenerated from its recorded name, count and seed). The work folder keeps the full run: a killed rebuild
 resumes, and a finished one is only exported again.
 """
 from __future__ import annotations
