@@ -5,8 +5,8 @@ demo-chest conditional on nodule / no-nodule) on the train list of a split recor
 the work folder, then writes only the sampled generator weights (`Checkpoint.sampling_only`)
 to ``napari_crfgan/weights/<name>.pt`` (or ``--out``). The generator file records the split,
 so ``crfgan eval --fake pretrained:<name>`` scores it on the held-out test list on any
-machine (a demo set is regenerated from its recorded name, count and seed). The work folder keeps the full run: a killed rebuild
-resumes, and a finished one is only exported again.
+machine (a demo set is regenerated from its recorded name, count and seed). The work folder
+keeps the full run: a killed rebuild resumes, and a finished one is only exported again.
 """
 from __future__ import annotations
 
