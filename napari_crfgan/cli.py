@@ -1,20 +1,23 @@
 """`crfgan`: the command line over the Python API. Argument parsing and printing only.
 
 Flags of `train` and `demo` come from their options dataclasses (TrainOptions,
-DemoOptions): one source for names, defaults, help and choices. Errors the user can
-fix print one line (`crfgan: error: ...`) and exit with 2; Ctrl-C during training
-stops after the current step and keeps a checkpoint.
+DemoOptions): one source for names, defaults, help and choices. Errors print one line
+(`crfgan: error: ...`) and exit with 2, never a traceback (`--debug` shows it); Ctrl-C
+or SIGTERM during training stops after the current step and keeps a checkpoint.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import math
 import signal
 import sys
 import typing
 import warnings
 from pathlib import Path
+
+from .files import check_writable, write_bytes_atomic
 
 DEMO_SOURCES = "demo-brain|demo-chest"
 
@@ -49,7 +52,8 @@ def options_from(args: argparse.Namespace, cls):
 
 # ---- training with a progress bar ----------------------------------------------------------
 class _Stop:
-    """First Ctrl-C asks the trainer to stop cleanly; a second one interrupts at once."""
+    """First Ctrl-C or SIGTERM (what a cluster scheduler sends before it kills a job) asks the trainer to
+    stop cleanly after the current step and keep a checkpoint; a second one interrupts at once."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -99,7 +103,7 @@ def _with_progress(options, run):
 
     shown = system_spec(options.model).loss_labels  # the losses; diagnostics stay in the reports
     stop = _Stop()
-    previous = signal.signal(signal.SIGINT, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with tqdm(total=options.iterations, desc=f"{options.model} {options.preset}", unit="it") as bar:
             def on_report(report) -> None:
@@ -109,7 +113,8 @@ def _with_progress(options, run):
 
             result = run(on_report, lambda: stop.requested)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return result
 
 
@@ -135,10 +140,12 @@ def cmd_train(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from .experiments.demo import DemoOptions, ensure_split, run_demo
+    from .experiments.demo import DemoOptions, check_demo_folder, ensure_split, run_demo
 
     options = options_from(args, DemoOptions)
     train_options = options.train_options()
+    train_options.validate()
+    check_demo_folder(train_options)
     ensure_split(train_options)
     dataset = _prepare(train_options)
     result = _with_progress(train_options, lambda on_report, should_stop: run_demo(
@@ -153,14 +160,23 @@ def cmd_sample(args) -> list[Path]:
 
     from .sampling import Sampler
 
+    if args.interpolate is not None and args.num < 2:
+        raise ValueError(f"--num must be at least 2 with --interpolate (the walk's frames), got {args.num}")
+    from .training.options import SEED_LIMIT
+
+    last = max(args.seed + args.num - 1, args.interpolate or 0)
+    if last >= SEED_LIMIT:
+        raise ValueError(f"--seed {args.seed} with --num {args.num} runs past the largest seed, 2^63 - 1")
+    check_writable(args.out)
     sampler = Sampler(args.checkpoint, device=args.device)
     if args.interpolate is not None:
         paths = sampler.write_walk(args.out, args.seed, args.interpolate, steps=args.num, label=args.label,
-                                   chunk=args.chunk)
+                                   chunk=args.chunk, overwrite=args.overwrite)
     else:
         with tqdm(total=args.num, desc="sampling", unit="vol") as bar:
             paths = sampler.write_samples(args.out, args.num, seed=args.seed, label=args.label, chunk=args.chunk,
-                                          progress=lambda done, total: bar.update(done - bar.n))
+                                          progress=lambda done, total: bar.update(done - bar.n),
+                                          overwrite=args.overwrite)
     print(f"wrote {len(paths)} volumes of {sampler.cfg.size}^3 at {sampler.spacing[0]:.2f} mm to {args.out}")
     return paths
 
@@ -253,14 +269,25 @@ def cmd_eval(args) -> None:
     from .evaluation import to_markdown
     from .experiments.sources import evaluate_sources
 
+    if args.report:
+        check_report(args.report, args.overwrite)
     result = evaluate_sources(args.real, args.fake, num=args.num, num_real=args.num_real, size=args.size,
                               modality=args.modality, label=args.label, seed=args.seed, features=args.features,
                               seeds=args.seeds, inject=args.inject, strength=args.strength, sigma=args.sigma,
                               train=args.train, progress=lambda msg: print(msg, file=sys.stderr))
     if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(f"# crfgan eval: {args.fake}\n\n{to_markdown(result)}\n")
+        write_bytes_atomic(args.report, f"# crfgan eval: {args.fake}\n\n{to_markdown(result)}\n".encode())
     print(json.dumps(result) if args.json else to_markdown(result))
+
+
+def check_report(path: str, overwrite: bool) -> None:
+    """A report path that can be written and replaces nothing unasked, checked before the work."""
+    report = Path(path)
+    if report.is_dir():
+        raise IsADirectoryError(f"--report {path} is a folder; give a file name")
+    if report.exists() and not overwrite:
+        raise FileExistsError(f"--report {path} exists; pass --overwrite to replace it")
+    check_writable(report.parent, "report's folder")
 
 
 def cmd_downstream(args) -> None:
@@ -271,8 +298,7 @@ def cmd_downstream(args) -> None:
                             seeds=range(args.seeds), settings=settings, positive=args.positive, device=args.device,
                             progress=lambda msg: print(msg, file=sys.stderr))
     if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(json.dumps(result, indent=1))
+        write_bytes_atomic(args.report, json.dumps(result, indent=1).encode())
     print(json.dumps(result) if args.json else augmentation_markdown(result))
 
 
@@ -301,6 +327,22 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_int(text: str) -> int:
+    from .training.options import SEED_LIMIT
+
+    value = int(text)
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be in 0 .. 2^63 - 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     # long but flat: one block of flags per command, nothing else
     from .data import SplitOptions
@@ -311,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .training import TrainOptions
 
     p = argparse.ArgumentParser(prog="crfgan", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a GAN system on a dataset folder or demo data")
@@ -319,12 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="write full-resolution NIfTI volumes from a checkpoint")
     s.add_argument("--checkpoint", required=True)
-    s.add_argument("--num", type=int, default=4, help="volumes (or interpolation steps)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--num", type=positive_int, default=4, help="volumes (or interpolation steps, at least 2)")
+    s.add_argument("--seed", type=seed_int, default=0)
     s.add_argument("--out", default="samples")
+    s.add_argument("--overwrite", action="store_true", help="replace volumes of the same names in --out")
     s.add_argument("--label", help="class index or name, for conditional models")
-    s.add_argument("--chunk", type=int, help="decode this many slices at a time to save memory")
-    s.add_argument("--interpolate", type=int, metavar="SEED_B", help="latent walk from --seed to SEED_B")
+    s.add_argument("--chunk", type=positive_int, help="decode this many slices at a time to save memory")
+    s.add_argument("--interpolate", type=seed_int, metavar="SEED_B", help="latent walk from --seed to SEED_B")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_sample)
 
@@ -372,17 +416,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--size", type=int, default=64, help="cube side when neither side is a checkpoint")
     e.add_argument("--modality", choices=["ct", "mri"])
     e.add_argument("--label", help="class for conditional checkpoints")
-    e.add_argument("--seed", type=int, default=0, help="first latent seed for checkpoints")
+    e.add_argument("--seed", type=seed_int, default=0, help="first latent seed for checkpoints")
     e.add_argument("--features", default="shallow,resnet10",
                    help="comma-separated: shallow, resnet10, medicalnet:PATH (local weights file)")
-    e.add_argument("--seeds", type=int, default=3, help="random-feature seeds (mean and std)")
+    e.add_argument("--seeds", type=positive_int, default=3, help="random-feature seeds (mean and std)")
     e.add_argument("--inject", choices=INJECTIONS, help="corrupt the fake set first (to see each metric react)")
-    e.add_argument("--strength", type=float, default=0.3,
+    e.add_argument("--strength", type=positive_float, default=0.3,
                    help="--inject seams: per-slab intensity gain and offset (std) at slab borders")
-    e.add_argument("--sigma", type=float, default=1.0,
+    e.add_argument("--sigma", type=positive_float, default=1.0,
                    help="--inject blur: Gaussian sigma in voxels; --inject noise: noise std (model units)")
     e.add_argument("--json", action="store_true")
     e.add_argument("--report", help="also write a Markdown report here")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --report")
     e.set_defaults(func=cmd_eval)
 
     d = sub.add_parser("demo", help="train a small CRF-GAN on demo-brain, sample, write NIfTI and a PNG montage")
@@ -445,14 +490,31 @@ def main(argv: list[str] | None = None) -> int:
     from .training import TrainingError
     try:
         args.func(args)
-    except (DatasetError, CheckpointError, TrainingError, ValueError, FileNotFoundError, FileExistsError,
-            PermissionError) as e:
-        print(f"crfgan: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("crfgan: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # one line for the user, whatever went wrong; --debug shows the traceback
+        if args.debug:
+            raise
+        expected = (DatasetError, CheckpointError, TrainingError, ValueError, MemoryError, OSError)
+        print(f"crfgan: error: {error_line(e) if isinstance(e, expected) else unexpected_line(e)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def error_line(e: Exception) -> str:
+    """The message of an error we expect; an OSError from the system names its file and reason."""
+    from .runtime.checkpoint import one_line
+
+    if isinstance(e, OSError) and e.strerror and e.filename and str(e.filename) not in str(e.args[-1]):
+        return f"{e.strerror}: {e.filename}"
+    return one_line(e, limit=400) or type(e).__name__
+
+
+def unexpected_line(e: Exception) -> str:
+    from .runtime.checkpoint import one_line
+
+    return f"unexpected {type(e).__name__}: {one_line(e) or 'no message'} (rerun with --debug for the traceback)"
 
 
 if __name__ == "__main__":

@@ -65,3 +65,22 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 def write_json_atomic(path: str | os.PathLike, obj: dict) -> Path:
     """`obj` as JSON at `path`, never half-written."""
     return write_bytes_atomic(path, json.dumps(obj, sort_keys=True, indent=1).encode())
+
+
+def check_writable(folder: str | Path, what: str = "output folder") -> None:
+    """Refuse (PermissionError, one sentence) a folder that cannot be created or written, before any work."""
+    folder = Path(folder).expanduser()
+    probe = folder
+    while not probe.exists():  # the nearest existing ancestor decides whether the folder can be made
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(f"the {what} {folder} cannot be made: {probe} is a file")
+    if probe == folder:
+        test = temporary_name(folder / "write-test")
+        try:
+            test.touch()
+            test.unlink()
+        except OSError as e:
+            raise PermissionError(f"the {what} {folder} is not writable ({e.strerror})") from None
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(f"the {what} {folder} cannot be made: {probe} is not writable")

@@ -22,6 +22,15 @@ def sample_path(folder: str | Path, seed: int) -> Path:
     return Path(folder) / f"sample_seed{seed:04d}.nii.gz"
 
 
+def _fresh(paths: list[Path], overwrite: bool) -> list[Path]:
+    """`paths`, after refusing (FileExistsError) to replace existing files unless `overwrite`."""
+    taken = [p for p in paths if p.exists()]
+    if taken and not overwrite:
+        which = f"{taken[0]} and {len(taken) - 1} more files exist" if len(taken) > 1 else f"{taken[0]} exists"
+        raise FileExistsError(f"{which} already; pass --overwrite to replace them, or choose another output folder")
+    return paths
+
+
 @dataclass
 class GeneratedVolume:
     data: np.ndarray  # (D, H, W) float32 in the modality's units (HU for CT)
@@ -145,22 +154,24 @@ class Sampler:
         return np.stack(frames).astype(np.float32)
 
     def write_samples(self, out: str | Path, num: int, seed: int = 0, label: int | str | None = None,
-                      chunk: int | None = None, progress=None) -> list[Path]:
-        """Write volumes seed .. seed + num - 1 as `out/sample_seedNNNN.nii.gz`, one at a time (bounded memory)."""
-        paths = []
-        for i in range(num):
+                      chunk: int | None = None, progress=None, overwrite: bool = False) -> list[Path]:
+        """Write volumes seed .. seed + num - 1 as `out/sample_seedNNNN.nii.gz`, one at a time (bounded memory).
+
+        Files of those names already in `out` are refused before anything is written, unless `overwrite`."""
+        paths = _fresh([sample_path(out, seed + i) for i in range(num)], overwrite)
+        for i, path in enumerate(paths):
             (vol,) = self.sample(1, seed=seed + i, label=label, chunk=chunk)
-            paths.append(vol.save(sample_path(out, vol.seed)))
+            vol.save(path)
             if progress is not None:
                 progress(i + 1, num)
         return paths
 
     def write_walk(self, out: str | Path, seed_a: int, seed_b: int, steps: int, label: int | str | None = None,
-                   chunk: int | None = None) -> list[Path]:
-        """Write a latent walk as `out/walk_A_B_II.nii.gz`, frame by frame."""
+                   chunk: int | None = None, overwrite: bool = False) -> list[Path]:
+        """Write a latent walk as `out/walk_A_B_II.nii.gz`, frame by frame (existing names refused as above)."""
+        paths = _fresh([Path(out) / f"walk_{seed_a}_{seed_b}_{i:02d}.nii.gz" for i in range(steps)], overwrite)
         walk = self.interpolate(seed_a, seed_b, steps=steps, label=label, chunk=chunk)
-        return [write_nifti(Path(out) / f"walk_{seed_a}_{seed_b}_{i:02d}.nii.gz", frame, self.spacing)
-                for i, frame in enumerate(walk)]
+        return [write_nifti(path, frame, self.spacing) for path, frame in zip(paths, walk)]
 
     @torch.no_grad()
     def consistency(self, volume: np.ndarray, model_units: bool = False) -> ConsistencyMap:

@@ -128,7 +128,7 @@ def test_conditional_training_on_labels(tmp_path, npy_folder):
 def test_bad_options_are_clear(npy_folder, tmp_path):
     with pytest.raises(ValueError, match="unknown model"):
         list(train(options(npy_folder, tmp_path / "r", model="vae")))
-    with pytest.raises(ValueError, match="batch-size must be at least 1"):
+    with pytest.raises(ValueError, match="--batch-size must be at least 1"):
         list(train(options(npy_folder, tmp_path / "r", batch_size=0)))
     with pytest.raises(ValueError, match="not available"):
         list(train(options(npy_folder, tmp_path / "r", device="cuda:7")))
@@ -148,7 +148,7 @@ def test_threads_apply_during_the_run_and_are_restored(npy_folder, tmp_path):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
-    with pytest.raises(ValueError, match="threads must be at least 1"):
+    with pytest.raises(ValueError, match="--threads must be at least 1"):
         list(train(options(npy_folder, tmp_path / "r2", threads=0)))
 
 

@@ -18,7 +18,7 @@ from ..data.split import SPLIT_NAME
 from ..evaluation.memorisation import nearest_training
 from ..model.recipes import RECIPES, RECOMMENDED
 from ..sampling import Sampler, sample_path
-from ..training import TrainOptions, TrainReport, prepare_dataset, run_training
+from ..training import TrainOptions, TrainReport, decide_start, prepare_dataset, run_training
 from ..training.options import option
 from .montage import montage, write_png
 
@@ -46,6 +46,22 @@ class DemoOptions:
                             demo_count=self.demo_count, split=str(Path(self.out) / SPLIT_NAME))
 
 
+DEMO_ENTRIES = {"checkpoint.pt", SPLIT_NAME, "samples", "montage.png"}  # what a demo run folder holds
+
+
+def check_demo_folder(options: TrainOptions) -> None:
+    """Refuse, before anything is written, an --out that is not a demo run: a folder holding other files, or
+    a run started with other data or settings (decide_start names the difference)."""
+    folder = Path(options.out)
+    if (folder / "checkpoint.pt").is_file():
+        decide_start(options)
+    elif folder.is_dir():
+        other = sorted(p.name for p in folder.iterdir() if p.name not in DEMO_ENTRIES and not p.name.startswith("."))
+        if other:
+            raise FileExistsError(f"{folder} is not a demo run folder (it holds {other[0]}"
+                                  f"{f' and {len(other) - 1} more' if len(other) > 1 else ''}); choose another --out")
+
+
 def ensure_split(options: TrainOptions, seed: int = 0) -> None:
     """The run folder's split.json (the default 70 / 10 / 20 % one), written when missing."""
     folder = Path(options.out)
@@ -60,6 +76,7 @@ def run_demo(options: DemoOptions | None = None, on_report: Callable[[TrainRepor
     """Train (or continue, or reuse) the demo run, sample it and write NIfTI files and the montage."""
     options = options or DemoOptions()
     train_options = options.train_options()
+    check_demo_folder(train_options)
     ensure_split(train_options)
     dataset = dataset if dataset is not None else prepare_dataset(train_options)
     result = run_training(train_options, dataset, on_report=on_report, should_stop=should_stop)
@@ -69,7 +86,7 @@ def run_demo(options: DemoOptions | None = None, on_report: Callable[[TrainRepor
     sampler = Sampler(result.checkpoint_path, device=options.device)
     volumes = sampler.sample(options.num, seed=options.seed)
     sample_dir = Path(options.out) / "samples"
-    paths = [v.save(sample_path(sample_dir, v.seed)) for v in volumes]
+    paths = [v.save(sample_path(sample_dir, v.seed)) for v in volumes]  # the demo's own folder: replaced
     # beside each sample the training volume nearest to it, so a reader sees the samples are new
     train = dataset.volumes()
     fake = [v.model_units for v in volumes]

@@ -31,6 +31,7 @@ from ..data import cache_dir
 from ..files import write_json_atomic
 from ..model import parameter_counts
 from ..runtime import resolve_device
+from ..runtime.memory import available_memory_mb
 
 _MEMO: dict[str, "MemoryEstimate"] = {}
 CACHE_FILE = "memory-estimates.json"
@@ -57,22 +58,6 @@ class MemoryEstimate:
 def state_memory_mb(model: str, preset: str) -> float:
     """Memory of weights, gradients and both Adam moments in fp32, in MB."""
     return sum(parameter_counts(model, preset).values()) * BYTES_PER_PARAMETER / 2**20
-
-
-def available_memory_mb(device: torch.device) -> float | None:
-    """Free memory on `device` in MB (CPU: MemAvailable), or None when unknown."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free / 2**20
-    if device.type == "cpu":
-        try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            return None
-    return None
 
 
 def _key(model: str, preset: str, batch_size: int, device: str) -> str:

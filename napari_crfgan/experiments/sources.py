@@ -62,6 +62,21 @@ FAKE_DEMO_SEED = 1
 INJECTIONS = ("seams", "blur", "duplicate", "grid", "noise")
 
 
+def _check_features(names: tuple[str, ...]) -> None:
+    """Every feature extractor can be built (MedicalNet: its local file loads), or one line naming it."""
+    from ..evaluation.features import build_extractor
+    from ..runtime.checkpoint import one_line
+
+    if not names:
+        raise ValueError("--features is empty; choose from shallow, resnet10, medicalnet:PATH")
+    for kind in names:
+        try:
+            build_extractor(kind)
+        except Exception as e:  # a user's weights file: unreadable, foreign or of another layout
+            reason = e.args[0] if isinstance(e, KeyError) and e.args else e
+            raise ValueError(f"--features {kind}: {one_line(reason)}") from None
+
+
 def evaluate_sources(real: str | None, fake: str, num: int | None = None, num_real: int | None = None, size: int = 64,
                      modality: str | None = None, label: int | str | None = None, seed: int = 0,
                      features: str = "shallow,resnet10", seeds: int = 3, inject: str | None = None,
@@ -86,6 +101,8 @@ def evaluate_sources(real: str | None, fake: str, num: int | None = None, num_re
     from ..data import Split
     from ..runtime import load_checkpoint
 
+    names = tuple(f.strip() for f in features.split(",") if f.strip())
+    _check_features(names)  # a bad weights file is found now, not after every feature was computed
     ckpt = load_checkpoint(fake) if is_checkpoint(fake) else None  # read once: size, split, training data
     record = ckpt.data.get("split") if ckpt else None
     split = Split.from_record(record) if isinstance(record, dict) else None
@@ -115,7 +132,6 @@ def evaluate_sources(real: str | None, fake: str, num: int | None = None, num_re
         fake_v = duplicate(fake_v, n_distinct=max(1, len(fake_v) // 10))
     elif inject is not None:
         raise ValueError(f"unknown injection {inject!r}; choose one of {', '.join(INJECTIONS)}")
-    names = tuple(features.split(","))
     medicalnet = next((f for f in names if f.startswith("medicalnet:")), None)
     names = tuple(f for f in names if not f.startswith("medicalnet:"))
     result = evaluate(real_v, fake_v, features=names, medicalnet=medicalnet, seeds=tuple(range(seeds)),

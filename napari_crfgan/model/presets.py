@@ -110,8 +110,11 @@ class ModelConfig:
             if not lo <= getattr(self, name) <= hi or (name == "ema_decay" and self.ema_decay == 1.0):
                 raise ValueError(f"{name} must be in [{lo}, {hi}{')' if name == 'ema_decay' else ']'}, "
                                  f"got {getattr(self, name)}")
+        for name in ("lr_g", "lr_d", "lr_e", "lr_crf"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}")
         for name in ("gp_weight", "r1_gamma", "feature_matching"):
-            if getattr(self, name) < 0:
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.r1_every < 1 or self.ada_images < 1 or self.style_mapping_layers < 1:
             raise ValueError("r1_every, ada_images and style_mapping_layers must be at least 1")
@@ -121,8 +124,8 @@ class ModelConfig:
             raise ValueError("adaptive augmentation (ada_target) needs augment operations to adapt")
         if not 0.0 <= self.crf_damping < 1.0:
             raise ValueError(f"crf_damping must be in [0, 1), got {self.crf_damping}")
-        if self.size < 32 or self.size & (self.size - 1):
-            raise ValueError(f"size must be a power of two >= 32, got {self.size}")
+        if self.size < 32 or self.size > 1024 or self.size & (self.size - 1):
+            raise ValueError(f"size must be a power of two from 32 to 1024, got {self.size}")
         needed = self.trunk_upsamplings + (self.trunk_upsampling == "early")  # early: none before conv 1
         if needed > len(self.trunk_channels):
             raise ValueError(f"size {self.size} needs at least {needed} trunk convs")
@@ -174,7 +177,31 @@ class ModelConfig:
             raise ValueError(f"unknown config fields: {sorted(unknown)}")
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         kw.update({k: v for k, v in LEGACY.items() if k not in kw})
+        defaults = cls()
+        for name, value in kw.items():  # a file's values: the type of each default, or a clear error
+            expected = getattr(defaults, name)
+            if not _same_kind(value, expected):
+                raise ValueError(f"config field {name} must be {_kind_name(expected)}, not {value!r}")
         return cls(**kw)
+
+
+def _same_kind(value, expected) -> bool:
+    """`value` has the type of the default `expected` (an int where a float is expected is fine)."""
+    if isinstance(expected, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(expected, bool)
+    if isinstance(expected, float):
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    if isinstance(expected, tuple):
+        return (isinstance(value, tuple) and len(value) > 0
+                and all(_same_kind(v, expected[0]) for v in value) if expected else isinstance(value, tuple))
+    return isinstance(value, type(expected))
+
+
+def _kind_name(expected) -> str:
+    if isinstance(expected, tuple):
+        return "a list of " + {int: "integers", float: "numbers", str: "strings"}[type(expected[0])] if expected \
+            else "a list"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[type(expected)]
 
 
 def _paper(size: int, grid: tuple[int, int, int]) -> ModelConfig:

@@ -17,6 +17,22 @@ def _release_freed_heap() -> None:
         pass
 
 
+def available_memory_mb(device: torch.device) -> float | None:
+    """Free memory on `device` in MB (CPU: MemAvailable), or None when unknown."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free / 2**20
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+    return None
+
+
 def _proc_status_kb(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:

@@ -7,6 +7,8 @@ metadata), and the Train widget its defaults. A field's help is its CLI help tex
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 #: no: refuse an existing checkpoint; yes: continue it (it must exist); auto: continue one if
 #: there is one (a finished run is reused as it is), start a new run otherwise
 RESUME_MODES = ("no", "yes", "auto")
+SEED_LIMIT = 2**63  # seeds are 64-bit signed integers in numpy and torch
 #: TrainOptions fields that set a recipe field of the model config (None: the named recipe's value)
 RECIPE_OPTIONS = ("loss", "augment", "ada_target", "r1_gamma", "ema_decay", "label_smoothing", "feature_matching",
                   "minibatch_std", "d_spectral_norm", "upsample", "trunk", "head_norm")
@@ -81,6 +84,8 @@ class TrainOptions:
                                 "it exists; none: every volume; or the path of a split.json")
     threads: int | None = option(None, "torch CPU threads (default: torch's; 1 is much faster when other jobs "
                                        "share the cores)")
+    fine_tune: bool = option(False, "resume a run with other data, seed or batch size on purpose (a fine-tune; "
+                                    "the earlier ones are kept in the checkpoint)")
 
     def __post_init__(self) -> None:
         if isinstance(self.resume, bool):  # True / False read as yes / no
@@ -92,28 +97,48 @@ class TrainOptions:
         return Path(self.out) / CHECKPOINT_NAME
 
     def validate(self) -> None:
+        """Every value in range, or a ValueError naming its flag (--lr-g, not lr_g)."""
+        try:
+            self._validate()
+        except ValueError as e:
+            names = "|".join(f.name for f in dataclasses.fields(self))
+            raise ValueError(re.sub(rf"\b({names})(?= must)", lambda m: _flag(m.group(1)), str(e))) from None
+
+    def _validate(self) -> None:
         if not self.data:
             raise ValueError("choose a data folder or a demo set (data)")
         if self.model not in SYSTEMS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(SYSTEMS)}")
-        get_config(self.preset, step=self.step, **self.recipe_fields())
-        if self.threads is not None and self.threads < 1:
-            raise ValueError("threads must be at least 1")
-        for name in ("iterations", "batch_size", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be at least 1")
+        for name in ("iterations", "batch_size", "checkpoint_every", "demo_count", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise ValueError(f"seed must be in 0 .. 2^63 - 1, got {self.seed}")
+        for name in ("lr_g", "lr_d", "lr_e"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be fp32, bf16 or fp16, not {self.precision!r}")
         if self.resume not in RESUME_MODES:
             raise ValueError(f"resume must be one of {', '.join(RESUME_MODES)}, not {self.resume!r}")
+        get_config(self.preset, step=self.step, **self.recipe_fields())
 
     def recipe_fields(self) -> dict:
         """The config fields of the recipe: the named recipe's, then the fields set here."""
         return {**recipe(self.recipe), **{k: getattr(self, k) for k in RECIPE_OPTIONS if getattr(self, k) is not None}}
 
     def record(self) -> dict:
-        """The options as plain JSON values (stored in the checkpoint)."""
-        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+        """The options as plain JSON values (stored in the checkpoint), with the run's identity."""
+        from .identity import run_identity
+
+        values = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+        return {**values, "identity": run_identity(self)}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 @dataclass(frozen=True)

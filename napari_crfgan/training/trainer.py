@@ -18,11 +18,13 @@ import numpy as np
 import torch
 
 from ..data import DatasetError, VolumeDataset, find_split, to_modality_units
-from ..model import build_system, get_config
+from ..model import build_system, get_config, system_spec
 from ..runtime import (Checkpoint, CheckpointError, PeakMemory, load_checkpoint, resolve_device, save_checkpoint,
                        torch_threads)
-from .options import TrainOptions, TrainReport
+from ..runtime.checkpoint import check_weights, load_optimizers
+from .identity import data_digest, recorded_identity, run_identity
 from .lifecycle import decide_start
+from .options import TrainOptions, TrainReport
 
 
 class TrainingError(RuntimeError):
@@ -78,33 +80,40 @@ def _train_loop(options: TrainOptions, dataset: VolumeDataset, cfg, device: torc
     optimizers = system.make_optimizers()
     ckpt_path = options.checkpoint_path
     start = 0
+    data_record = {**dataset.summary(), "digest": data_digest(dataset)}
+    options_record = options.record()
     if resume:
         ckpt = load_checkpoint(ckpt_path, model=options.model, preset=options.preset, config=cfg)
-        if ckpt.generator_only:
-            raise CheckpointError(f"{ckpt_path} holds only generator weights (a pretrained or exported model): "
-                                  "it samples, but cannot be resumed")
+        check_weights(system.state_dict(), ckpt.state, f"{options.model} {options.preset}")
         system.load_state_dict(ckpt.state)
-        for name, opt in optimizers.items():
-            opt.load_state_dict(ckpt.optimizers[name])
+        load_optimizers(optimizers, ckpt.optimizers, ckpt_path)
         start = ckpt.iteration
+        options_record["history"] = _history(options, ckpt, data_record["digest"])
     system.train()
 
     labels = torch.tensor(dataset.labels, dtype=torch.long) if cfg.num_classes else None
-    options_record = options.record()
-    data_record = dataset.summary()
     preview_z = _preview_latent(system, options.seed)
+    loss_labels = system_spec(options.model).loss_labels
     metrics: dict[str, float] = {}
 
     def save(iteration: int) -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in system.parameters()):
+            raise TrainingError(f"the weights became non-finite by iteration {iteration}; the last good "
+                                f"checkpoint (iteration {saved_at if saved_at >= 0 else 'none'}) is kept")
         rng = {"torch": torch.get_rng_state()}
         if device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(device)
-        save_checkpoint(ckpt_path, Checkpoint(
-            model=options.model, preset=options.preset, config=cfg, iteration=iteration,
-            state=system.state_dict(),
-            optimizers={k: o.state_dict() for k, o in optimizers.items()},
-            rng=rng, options=options_record, data=data_record, metrics=metrics,
-        ))
+        try:
+            save_checkpoint(ckpt_path, Checkpoint(
+                model=options.model, preset=options.preset, config=cfg, iteration=iteration,
+                state=system.state_dict(),
+                optimizers={k: o.state_dict() for k, o in optimizers.items()},
+                rng=rng, options=options_record, data=data_record, metrics=metrics,
+            ))
+        except OSError as e:
+            kept = f"iteration {saved_at}" if saved_at >= 0 else "none yet"
+            raise TrainingError(f"cannot write the checkpoint {ckpt_path} ({e.strerror or e}); training stopped "
+                                f"at iteration {iteration}, the last checkpoint ({kept}) is kept") from None
 
     done = start
     saved_at = start if resume else -1
@@ -122,6 +131,14 @@ def _train_loop(options: TrainOptions, dataset: VolumeDataset, cfg, device: torc
                     f"out of memory on {device} at batch size {options.batch_size} with preset "
                     f"{options.preset}; try a smaller batch size or preset (last checkpoint kept)"
                 ) from None
+            bad = [k for k, v in losses.items() if not np.isfinite(v)]
+            if bad:
+                named = [k for k in bad if k in loss_labels] or bad  # the losses, not every diagnostic
+                kept = f"iteration {saved_at}" if saved_at >= 0 else "none: diverged before the first save"
+                raise TrainingError(
+                    f"the losses diverged at iteration {it + 1} ({', '.join(f'{k}={losses[k]}' for k in named)}); "
+                    f"stopped without saving, the last good checkpoint ({kept}) is kept; try a lower learning "
+                    "rate or another recipe")
             done = it + 1
             rate = (done - start) / max(time.perf_counter() - t0, 1e-9)
             metrics = {"iters_per_s": rate, "peak_memory_mb": memory.peak_mb()}
@@ -147,6 +164,23 @@ def _train_loop(options: TrainOptions, dataset: VolumeDataset, cfg, device: torc
         system = optimizers = None  # drop the last references so empty_cache can free GPU memory
         if device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _history(options: TrainOptions, ckpt: Checkpoint, digest: str) -> list[dict]:
+    """The checkpoint's fine-tune history, with its own identity added when this resume changes it.
+
+    Without --fine-tune, decide_start already refused other options; other volumes under the same
+    names are caught here, by their digest."""
+    history = list(ckpt.options.get("history") or [])
+    before = {**recorded_identity(ckpt.options), "digest": ckpt.data.get("digest")}
+    now = {**run_identity(options), "digest": digest}
+    changed = [k for k in now if before.get(k) is not None and before[k] != now[k]]
+    if changed and not options.fine_tune:
+        raise CheckpointError(f"the volumes of {options.data} changed since {options.checkpoint_path} was trained on "
+                              "them (their content digest differs); resume on the same data, or pass --fine-tune")
+    if changed:
+        history.append({"until_iteration": ckpt.iteration, **before})
+    return history
 
 
 def _preview_latent(system, seed: int) -> torch.Tensor:

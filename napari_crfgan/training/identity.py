@@ -1,0 +1,52 @@
+"""Run identity: what a run folder was started with, so it is never resumed as something else.
+
+A checkpoint records the identity of its run (the data source, demo count, seed, batch
+size, conditioning) and a digest of the content of the volumes it trained on. Resuming
+with other values would turn the run into another experiment while its folder still
+claims the first one, so it is refused with a sentence naming each difference, unless
+the user asks for a fine-tune (`--fine-tune`): then the earlier identity is kept in the
+checkpoint's options under "history".
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from ..data import DEMO_DATASETS, VolumeDataset
+from ..data.cache import file_digest
+from .options import TrainOptions
+
+IDENTITY_FIELDS = ("data", "demo_count", "seed", "batch_size", "conditional")
+
+
+def source_id(data: str) -> str:
+    """A data source as a stable name: a demo set's name, or the folder's absolute path."""
+    return data if data in DEMO_DATASETS else str(Path(data).expanduser().resolve())
+
+
+def run_identity(options: TrainOptions) -> dict:
+    values = {name: getattr(options, name) for name in IDENTITY_FIELDS}
+    values["data"] = source_id(options.data)
+    if options.data not in DEMO_DATASETS:
+        values["demo_count"] = None  # only means something for demo sets
+    return values
+
+
+def recorded_identity(options_record: dict) -> dict:
+    """The identity a checkpoint's options record says it was started with ({} for old files: no check)."""
+    return dict(options_record.get("identity") or {})
+
+
+def differences(recorded: dict, now: dict) -> list[str]:
+    """'seed 0 (now 1)' for each field recorded with another value than now."""
+    return [f"{name.replace('_', ' ')} {recorded[name]!r} (now {now[name]!r})"
+            for name in IDENTITY_FIELDS if name in recorded and recorded[name] != now.get(name)]
+
+
+def data_digest(dataset: VolumeDataset) -> str:
+    """SHA-256 over the names and contents of the volumes a run trains on (the file digests are
+    memoised by the data preparation, so this reads nothing twice)."""
+    h = hashlib.sha256()
+    for rel in dataset.files:
+        h.update(rel.encode() + b"\0" + file_digest(Path(dataset.folder) / rel).encode() + b"\n")
+    return h.hexdigest()
