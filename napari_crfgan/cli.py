@@ -36,7 +36,9 @@ def add_options(parser: argparse.ArgumentParser, cls) -> None:
         if kind is bool:  # a flag; --x / --no-x where the default is None ("the recipe's" or "the preset's")
             kw["action"] = argparse.BooleanOptionalAction if f.default is None else "store_true"
         else:
-            kw["type"] = kind if kind in (int, float) else str
+            # every count of the options is at least 1 and a seed fits 64 bits: refused by argparse, naming the flag
+            kw["type"] = (seed_int if f.name == "seed" else positive_int) if kind is int else \
+                kind if kind is float else str
             kw["choices"] = choices() if callable(choices) else choices
             if "const" in meta:
                 kw.update(nargs="?", const=meta["const"])
@@ -376,17 +378,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--model", choices=SYSTEMS, default="crfgan")
     q.add_argument("--preset", choices=list(PRESETS), default="paper-256")
     q.add_argument("--step", choices=STEPS, help="training step whose MACs to count (default: the preset's)")
-    q.add_argument("--batch-size", type=int, default=1, help="batch of the counted training step")
+    q.add_argument("--batch-size", type=positive_int, default=1, help="batch of the counted training step")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_params)
 
     b = sub.add_parser("bench", help="peak memory and speed of every system in one run")
     b.add_argument("--preset", choices=list(PRESETS), default="paper-64")
-    b.add_argument("--batch-size", type=int, default=2)
+    b.add_argument("--batch-size", type=positive_int, default=2)
     b.add_argument("--iterations", type=positive_int, default=20, help="timed iterations per run, after a warm-up")
     b.add_argument("--repeats", type=positive_int, default=3,
                    help="alternating runs per system (medians reported, with the range)")
-    b.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    b.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     b.add_argument("--step", choices=STEPS, help="training step (default: the preset's, reference)")
     b.add_argument("--device", default="auto")
     b.add_argument("--json", action="store_true")
@@ -394,8 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bs = sub.add_parser("bench-sample", help="peak memory of chunked vs one-pass full-volume decoding (CPU)")
     bs.add_argument("--preset", choices=list(PRESETS), default="paper-256")
-    bs.add_argument("--chunk", type=int, default=32, help="image slices per chunk")
-    bs.add_argument("--threads", type=int)
+    bs.add_argument("--chunk", type=positive_int, default=32, help="image slices per chunk")
+    bs.add_argument("--threads", type=positive_int)
     bs.add_argument("--json", action="store_true")
     bs.set_defaults(func=cmd_bench_sample)
 
@@ -413,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--num", type=positive_int,
                    help="fake volumes (checkpoints: sampled, default 64; demo sets: default 24)")
     e.add_argument("--num-real", type=positive_int, help="real volumes to use (default: all; demo sets: 24)")
-    e.add_argument("--size", type=int, default=64, help="cube side when neither side is a checkpoint")
+    e.add_argument("--size", type=positive_int, default=64, help="cube side when neither side is a checkpoint")
     e.add_argument("--modality", choices=["ct", "mri"])
     e.add_argument("--label", help="class for conditional checkpoints")
     e.add_argument("--seed", type=seed_int, default=0, help="first latent seed for checkpoints")
@@ -440,12 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="conditional generator to augment with (repeatable); the generators should be trained "
                          "on the training split only")
     ds.add_argument("--positive", default="nodule", help="positive class name or index")
-    ds.add_argument("--seeds", type=int, default=10, help="classifier seeds per arm")
-    ds.add_argument("--max-epochs", type=int, default=50)
-    ds.add_argument("--patience", type=int, default=6, help="early stopping on the validation loss")
-    ds.add_argument("--size", type=int, default=64, help="cube side without checkpoints")
-    ds.add_argument("--demo-count", type=int, help="number of demo volumes")
-    ds.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    ds.add_argument("--seeds", type=positive_int, default=10, help="classifier seeds per arm")
+    ds.add_argument("--max-epochs", type=positive_int, default=50)
+    ds.add_argument("--patience", type=positive_int, default=6, help="early stopping on the validation loss")
+    ds.add_argument("--size", type=positive_int, default=64, help="cube side without checkpoints")
+    ds.add_argument("--demo-count", type=positive_int, help="number of demo volumes")
+    ds.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     ds.add_argument("--device", default="auto", help="sampling device")
     ds.add_argument("--json", action="store_true")
     ds.add_argument("--report", help="also write the raw result as JSON here")
@@ -453,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     va = sub.add_parser("validate-artefacts", help="the seam and grid tests against injected artefacts (a table)")
     va.add_argument("--num", type=positive_int, default=24, help="demo-brain volumes a side")
-    va.add_argument("--size", type=int, default=64, help="cube side")
+    va.add_argument("--size", type=positive_int, default=64, help="cube side")
     va.add_argument("--permutations", type=positive_int, default=500)
     va.add_argument("--json", action="store_true")
     va.set_defaults(func=cmd_validate_artefacts)

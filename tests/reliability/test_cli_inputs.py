@@ -52,16 +52,35 @@ def test_sample_combinations(capsys, tmp_path, argv, message):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--demo-count", "0"], "--demo-count must be at least 1, got 0"),
-    (["--lr-g", "-1"], "--lr-g must be a positive number, got -1.0"),
-    (["--ema-decay", "1.5"], "--ema-decay must be in [0.0, 1.0), got 1.5"),
-    (["--seed", "-1"], "--seed must be in 0 .. 2^63 - 1, got -1"),
-    (["--iterations", "0"], "--iterations must be at least 1, got 0"),
+    (["--demo-count", "0"], "crfgan train: error: argument --demo-count: must be at least 1, got 0"),
+    (["--iterations", "0"], "crfgan train: error: argument --iterations: must be at least 1, got 0"),
+    (["--seed", "-1"], "crfgan train: error: argument --seed: must be in 0 .. 2^63 - 1, got -1"),
+    (["--lr-g", "-1"], "crfgan: error: --lr-g must be a positive number, got -1.0"),
+    (["--ema-decay", "1.5"], "crfgan: error: --ema-decay must be in [0.0, 1.0), got 1.5"),
 ])
 def test_train_flags_name_the_flag(capsys, tmp_path, argv, message):
-    assert error_of(capsys, "train", "--data", "demo-brain", "--out", tmp_path / "r", *argv) == \
-        f"crfgan: error: {message}"
+    assert error_of(capsys, "train", "--data", "demo-brain", "--out", tmp_path / "r", *argv) == message
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("demo_count", 0, "--demo-count must be at least 1, got 0"),
+    ("lr_d", float("nan"), "--lr-d must be a positive number, got nan"),
+    ("seed", 2**63, f"--seed must be in 0 .. 2^63 - 1, got {2**63}"),
+    ("r1_gamma", -1.0, "--r1-gamma must be >= 0, got -1.0"),
+])
+def test_train_options_name_the_flag_in_python_and_the_widget(field, value, message):
+    from napari_crfgan.training import TrainOptions
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainOptions(data="demo-brain", **{field: value}).validate()
+
+
+@pytest.mark.parametrize("command", ["demo", "sweep", "pretrain", "split"])
+def test_every_count_flag_of_the_options_is_checked(capsys, command):
+    flag = {"demo": "--num", "sweep": "--workers", "pretrain": "--iterations", "split": "--demo-count"}[command]
+    assert error_of(capsys, command, flag, "0") == \
+        f"crfgan {command}: error: argument {flag}: must be at least 1, got 0"
 
 
 def test_a_batch_that_cannot_fit_is_refused_before_work(capsys, tmp_path):
