@@ -295,6 +295,8 @@ def check_report(path: str, overwrite: bool) -> None:
 def cmd_downstream(args) -> None:
     from .experiments.downstream import AugmentationSettings, augmentation_markdown, run_downstream
 
+    if args.report:
+        check_report(args.report, args.overwrite)
     settings = AugmentationSettings(max_epochs=args.max_epochs, patience=args.patience, threads=args.threads)
     result = run_downstream(args.data, args.checkpoint or [], size=args.size, demo_count=args.demo_count,
                             seeds=range(args.seeds), settings=settings, positive=args.positive, device=args.device,
@@ -451,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--device", default="auto", help="sampling device")
     ds.add_argument("--json", action="store_true")
     ds.add_argument("--report", help="also write the raw result as JSON here")
+    ds.add_argument("--overwrite", action="store_true", help="replace an existing --report")
     ds.set_defaults(func=cmd_downstream)
 
     va = sub.add_parser("validate-artefacts", help="the seam and grid tests against injected artefacts (a table)")
