@@ -9,7 +9,8 @@ from .._lazy import lazy_exports
 #: public name -> the module that defines it (imported on first use: the reader needs no torch)
 _EXPORTS = {
     "cache_dir": "cache",
-    "DatasetError": "dataset", "SkippedFilesWarning": "dataset", "VolumeDataset": "dataset",
+    "DatasetError": "dataset", "LabelsWarning": "dataset", "ResamplingWarning": "dataset",
+    "SkippedFilesWarning": "dataset", "VolumeDataset": "dataset",
     "DEMO_DATASETS": "demo", "demo_folder": "demo",
     "NiftiVolume": "nifti", "VolumeError": "nifti", "load_volume": "nifti", "read_nifti": "nifti",
     "write_nifti": "nifti",

@@ -29,8 +29,9 @@ from ..files import atomic_path, write_json_atomic
 
 __all__ = ["CACHE_VERSION", "cache_dir", "file_digest", "cache_key", "VolumeCache"]
 
-#: bump when the preprocessing code changes what it produces
-CACHE_VERSION = 1
+#: bump when the preprocessing code changes what it produces or accepts
+#: (2: files with NaN voxels are refused, entries record their resampling problem)
+CACHE_VERSION = 2
 
 _DIGEST_MEMO: dict[tuple[str, int, int], str] = {}
 

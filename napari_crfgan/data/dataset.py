@@ -7,10 +7,13 @@ A source is a folder, searched recursively (sorted, hidden names skipped) for
 Each file is validated (:func:`load_volume`), normalised and fitted into the cube
 (:mod:`.preprocess`) and cached on disk (:mod:`.cache`); items are read back lazily
 with ``np.load(mmap_mode='r')`` so a large dataset does not sit in memory. Files
-that cannot be used are skipped and reported once with a
-:class:`SkippedFilesWarning`; a folder without any usable volume raises
-:class:`DatasetError` before any training starts. NaN voxels are accepted and
-filled (CT: -1024 HU, MRI: the volume's minimum); infinite values are an error.
+that cannot be used (not a regular file, e.g. a named pipe; unreadable; not one 3D
+volume; an unusable voxel spacing; any NaN or infinite voxel; constant; or any other
+failure) are skipped and reported once with a :class:`SkippedFilesWarning`, one
+line per file with its reason; a folder without any usable volume raises
+:class:`DatasetError` before any training starts. Volumes whose fit into the cube is
+extreme (:func:`~.preprocess.resampling_problem`) are kept and reported once with a
+:class:`ResamplingWarning`.
 
 Modality: ``'ct'`` or ``'mri'``, or ``None`` for automatic: the demo sets have
 theirs (demo-chest: CT, demo-brain: MRI); for a folder, the first usable volume
@@ -21,9 +24,12 @@ folder disagree with the decision.
 
 Labels (class-conditional training): an optional ``labels.csv`` at the folder root
 with the header ``filename,label``; ``filename`` is relative to the folder. Labels
-may be integers or strings; the distinct labels of the usable volumes are sorted
-(numerically when all are integers) and numbered 0..K-1 in that order;
-``class_names`` holds them as strings.
+may be integers or strings (surrounding spaces are ignored; when every label of the
+file is an integer they are compared as integers, so ``1`` and ``01`` are one class);
+the distinct labels of the usable volumes are sorted (numerically when all are
+integers) and numbered 0..K-1 in that order; ``class_names`` holds them as strings.
+Rows whose file is not a volume of the folder, or was skipped, are reported with a
+:class:`LabelsWarning`.
 """
 
 from __future__ import annotations
@@ -41,10 +47,11 @@ from torch.utils.data import Dataset
 
 from .cache import VolumeCache, cache_key, file_digest
 from .demo import DEMO_DATASETS, DEMO_MODALITY, demo_folder
-from .nifti import VolumeError, is_volume_file, load_volume
+from .nifti import VolumeError, _short, check_regular_file, is_volume_file, load_volume
 from .preprocess import MODALITIES, Preprocessing, detect_modality
 
-__all__ = ["VolumeDataset", "DatasetError", "SkippedFilesWarning", "find_volume_files", "read_labels_csv"]
+__all__ = ["VolumeDataset", "DatasetError", "SkippedFilesWarning", "ResamplingWarning", "LabelsWarning",
+           "find_volume_files", "read_labels_csv"]
 
 LABELS_FILE = "labels.csv"
 
@@ -59,6 +66,14 @@ class DatasetError(ValueError):
 
 class SkippedFilesWarning(UserWarning):
     """Some files of a dataset folder were skipped; the message lists each with its reason."""
+
+
+class ResamplingWarning(UserWarning):
+    """Some volumes are kept but fit the cube badly (too thin, too small); the message lists each."""
+
+
+class LabelsWarning(UserWarning):
+    """Some rows of labels.csv are not used (or conflict); the message names each file."""
 
 
 def find_volume_files(folder: str | os.PathLike) -> list[Path]:
@@ -84,26 +99,57 @@ def _norm_rel(name: str) -> str:
 
 
 def read_labels_csv(path: str | os.PathLike) -> dict[str, str]:
-    """``{relative filename: label}`` from a ``filename,label`` CSV file."""
+    """``{relative filename: label}`` from a ``filename,label`` CSV file.
+
+    Labels are stripped; when all of them are integers they are written back as
+    ``str(int(label))`` so ``1``, ``01`` and `` 1 `` are one class. A file listed twice
+    with different labels keeps the last one, with a :class:`LabelsWarning`.
+    """
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             rows = [r for r in reader if r and any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"Cannot read {path.name}: {exc}.") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())
+        raise DatasetError(f"Cannot read {path}: {reason}.") from None
     if not rows:
-        raise DatasetError(f"{path.name} is empty; it needs the header 'filename,label'.")
+        raise DatasetError(f"{path} is empty; it needs the header 'filename,label'.")
     header = [c.strip().lower() for c in rows[0]]
     if "filename" not in header or "label" not in header:
-        raise DatasetError(f"{path.name} must start with the header 'filename,label' (found {','.join(rows[0])!r}).")
+        raise DatasetError(f"{path} must start with the header 'filename,label' (found {','.join(rows[0])!r}).")
     fi, li = header.index("filename"), header.index("label")
-    labels = {}
-    for row in rows[1:]:
-        if len(row) <= max(fi, li) or not row[fi].strip() or not row[li].strip():
-            continue
-        labels[_norm_rel(row[fi])] = row[li].strip()
+    pairs = [(_norm_rel(r[fi]), r[li].strip()) for r in rows[1:] if len(r) > max(fi, li) and r[fi].strip()
+             and r[li].strip()]
+    try:  # integer labels are numbers: '1', '01' and ' 1 ' are one class
+        pairs = [(name, str(int(label))) for name, label in pairs]
+    except ValueError:
+        pass
+    labels = dict(pairs)  # the last row of a file wins
+    conflicts = sorted({name for name, label in pairs if label != labels[name]})
+    if conflicts:
+        lines = "\n".join(f"  {name}: the last label, {labels[name]!r}, is used" for name in conflicts)
+        message = f"{path} lists {len(conflicts)} file(s) more than once with different labels:\n{lines}"
+        warnings.warn(LabelsWarning(message), stacklevel=2)
     return labels
+
+
+def _lines(items: list[tuple[str, str]]) -> str:
+    """``  name: reason`` lines of a warning, one per file."""
+    return "\n".join(f"  {name}: {reason}" for name, reason in items)
+
+
+def _skip_reason(exc: Exception, path: Path) -> str:
+    """Why a file was skipped, as one short line."""
+    if isinstance(exc, VolumeError):
+        reason = exc.reason
+    elif isinstance(exc, OSError):
+        what = exc.strerror or _short(exc, path=path)
+        other = exc.filename is not None and os.fspath(exc.filename) != os.fspath(path)
+        reason = f"{what}: {exc.filename}" if other else f"cannot read the file ({what})"  # other: the cache
+    else:
+        reason = f"failed ({_short(exc, path=path)})"
+    return " ".join(str(reason).split())
 
 
 def _class_order(values) -> list[str]:
@@ -186,6 +232,7 @@ class VolumeDataset(Dataset):
         paths = find_volume_files(self.folder)
         if not paths:
             raise DatasetError(f"No volume files (.nii, .nii.gz or .npy) were found in {self.folder}.")
+        found = {p.relative_to(self.folder).as_posix() for p in paths}  # the whole folder, for labels.csv
         if files is not None:
             paths = self._only(paths, files)
 
@@ -202,6 +249,7 @@ class VolumeDataset(Dataset):
         self.spacings: list[tuple[float, float, float]] = []
         raw_names: list[str | None] = []
         raw_mins: list[float] = []
+        resampled: list[tuple[str, str]] = []
         self.modality = modality
         total = len(paths)
         for i, path in enumerate(paths):
@@ -211,30 +259,40 @@ class VolumeDataset(Dataset):
                 if self.conditional and label is None:
                     raise VolumeError(f"no label in {LABELS_FILE}")
                 npy, meta = self._prepare(path)
-            except VolumeError as exc:
-                self.skipped.append((rel, exc.reason))
-            except OSError as exc:
-                self.skipped.append((rel, f"cannot read the file ({exc.strerror or exc})"))
+            except Exception as exc:  # whatever goes wrong with one file skips that file, not the run
+                self.skipped.append((rel, _skip_reason(exc, path)))
             else:
                 self.files.append(rel)
                 self._arrays.append(str(npy))
                 self.spacings.append(tuple(float(s) for s in meta["spacing"]))
                 raw_names.append(label)
                 raw_mins.append(float(meta.get("raw_min", np.nan)))
+                if meta.get("resampling"):
+                    resampled.append((rel, meta["resampling"]))
             if progress is not None:
                 progress(i + 1, total)
 
-        if self.skipped:
-            lines = "\n".join(f"  {name}: {reason}" for name, reason in self.skipped)
-            message = f"Skipped {len(self.skipped)} of {total} files in {self.folder}:\n{lines}"
+        if self.skipped:  # also when none is left: the error below names only the first
+            warnings.warn(SkippedFilesWarning(
+                f"Skipped {len(self.skipped)} of {total} files in {self.folder}:\n" + _lines(self.skipped)),
+                stacklevel=2)
         if not self.files:
             raise DatasetError(
                 f"No usable volume in {self.folder}: all {total} files were skipped "
                 f"({self.skipped[0][0]}: {self.skipped[0][1]}{', ...' if total > 1 else ''}).",
                 self.skipped,
             )
-        if self.skipped:
-            warnings.warn(SkippedFilesWarning(message), stacklevel=2)
+        if resampled:
+            warnings.warn(ResamplingWarning(
+                f"{len(resampled)} of {len(self.files)} volumes in {self.folder} fit the {self.size}^3 cube "
+                f"badly; they are kept, check their shape and spacing:\n" + _lines(resampled)), stacklevel=2)
+        if raw_labels is not None:
+            unused = [(name, "not a volume file of the folder") for name in raw_labels if name not in found]
+            unused += [(name, f"its file was skipped ({reason})") for name, reason in self.skipped
+                       if name in raw_labels]
+            if unused:
+                warnings.warn(LabelsWarning(
+                    f"{len(unused)} rows of {labels_path} are not used:\n" + _lines(unused)), stacklevel=2)
         if auto_modality:
             self._check_modality(raw_mins)
 
@@ -259,32 +317,36 @@ class VolumeDataset(Dataset):
                                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); "
                                "was the folder changed after the split was made?")
         if not wanted:
-            raise DatasetError("the split part is empty")
+            raise DatasetError(f"The split part of {self.folder} is empty.")
         keep = set(wanted)
         return [p for p in paths if p.relative_to(self.folder).as_posix() in keep]
 
     def _prepare(self, path: Path) -> tuple[Path, dict]:
-        """Cached preprocessed array of one file: ``(npy path, metadata)``."""
+        """Cached preprocessed array of one file: ``(npy path, metadata)``; raises when it is unusable."""
+        check_regular_file(path)  # before hashing it: reading a named pipe would wait forever
         digest = file_digest(path)
         raw = None
-        if self.modality is None:  # first usable file decides
+        modality = self.modality
+        if modality is None:  # the first usable file decides
             stats = self.cache.get_stats(digest)
             if stats is None:
-                raw = load_volume(path, allow_nan=True)
+                raw = load_volume(path)
                 stats = self._stats(*raw)
                 self.cache.put_stats(digest, stats)
-            self.modality = detect_modality(stats["raw_min"])
-        prep = Preprocessing(self.modality, self.size)
+            modality = detect_modality(stats["raw_min"])
+        prep = Preprocessing(modality, self.size)
         key = cache_key(digest, prep.as_dict())
         hit = self.cache.get(key)
-        if hit is not None:
-            return hit
-        data, spacing = raw if raw is not None else load_volume(path, allow_nan=True)
-        cube, iso = prep(data, spacing)
-        stats = self._stats(data, spacing)
-        meta = {**stats, "spacing": list(iso), "settings": prep.as_dict(), "source_name": path.name}
-        self.cache.put_stats(digest, stats)
-        return self.cache.put(key, cube, meta), meta
+        if hit is None:
+            data, spacing = raw if raw is not None else load_volume(path)
+            cube, iso = prep(data, spacing)
+            stats = self._stats(data, spacing)
+            meta = {**stats, "spacing": list(iso), "settings": prep.as_dict(), "source_name": path.name,
+                    "resampling": prep.resampling_problem(data, spacing)}
+            self.cache.put_stats(digest, stats)
+            hit = self.cache.put(key, cube, meta), meta
+        self.modality = modality  # only now: a file that is skipped decides nothing
+        return hit
 
     @staticmethod
     def _stats(data: np.ndarray, spacing) -> dict:

@@ -15,7 +15,11 @@ the origin to 1e-4 mm) so values such as 0.7 come back exactly as written.
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,7 @@ __all__ = [
     "write_nifti",
     "load_volume",
     "is_volume_file",
+    "check_regular_file",
     "VOLUME_SUFFIXES",
 ]
 
@@ -38,6 +43,8 @@ __all__ = [
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".npy")
 
 _SPACING_DECIMALS = 5
+#: smallest usable voxel size in mm (a smaller one would round to 0)
+_MIN_SPACING = 10.0**-_SPACING_DECIMALS
 _ORIGIN_DECIMALS = 4
 
 
@@ -92,14 +99,76 @@ def _squeeze_to_3d(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _check_shape(shape: tuple[int, ...]) -> None:
+    """Raise :class:`VolumeError` unless ``shape`` (as stored in the file) is one 3D volume."""
+    text = "x".join(str(int(n)) for n in shape)
     if len(shape) == 0 or int(np.prod(shape)) == 0:
-        raise VolumeError(f"empty volume (shape {tuple(shape)})")
+        raise VolumeError(f"empty volume (shape {text})")
     squeezed = _squeeze_to_3d(shape)
     if len(squeezed) > 3:
         n = int(np.prod(squeezed[3:]))
-        raise VolumeError(f"4D image with {n} volumes (shape {tuple(shape)}); expected a single 3D volume")
-    if len(squeezed) < 3 or min(squeezed) < 2:
-        raise VolumeError(f"2D image (shape {tuple(shape)}); expected a 3D volume")
+        raise VolumeError(f"4D image with {n} volumes (shape {text}); expected a single 3D volume")
+    thick = sum(n >= 2 for n in squeezed)  # axes with at least 2 voxels
+    if len(squeezed) < 3 or thick < 3:
+        what = ["a single voxel", "a line of voxels (1D)", "a single slice (2D)"][thick]
+        if len(squeezed) == 2 and thick == 2:
+            what = "a 2D image"
+        raise VolumeError(f"shape {text} is {what}, not a 3D volume")
+
+
+def check_regular_file(path: str | os.PathLike) -> None:
+    """Raise :class:`VolumeError` unless ``path`` is a regular file (links are followed).
+
+    Only ``stat`` is used: opening a named pipe would block until something writes to it.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise VolumeError("broken symbolic link" if os.path.islink(path) else "file not found") from None
+    if stat.S_ISREG(mode):
+        return
+    kinds = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")]
+    kind = next((name for test, name in kinds if test(mode)), "a special file")
+    raise VolumeError(f"not a regular file ({kind})")
+
+
+class _Collect(logging.Filter):
+    """Logging filter that keeps the messages for us instead of letting them print."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.messages.append(" ".join(record.getMessage().split()))
+        return False
+
+
+@contextmanager
+def _nibabel_header_fixes(path: Path):
+    """Re-issue nibabel's header fixes (e.g. negative pixdim -> abs) as one warning naming the file.
+
+    nibabel prints them to stderr through its own logger, without the file name.
+    """
+    from nibabel.imageglobals import logger
+
+    collect = _Collect()
+    logger.addFilter(collect)
+    try:
+        yield
+    finally:
+        logger.removeFilter(collect)
+    if collect.messages:
+        warnings.warn(f"{path}: nibabel fixed its header ({'; '.join(collect.messages)})", UserWarning,
+                      stacklevel=4)
+
+
+def _check_spacing(affine: np.ndarray) -> None:
+    """Raise :class:`VolumeError` for voxel sizes that are not finite or would round to 0."""
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))  # (x, y, z) order, as in the file
+    if not (np.isfinite(affine[:3, :3]).all() and (zooms >= _MIN_SPACING).all()):
+        text = " x ".join(f"{z:g}" for z in zooms)
+        raise VolumeError(f"unusable voxel spacing {text} mm (each must be finite and at least {_MIN_SPACING:g} mm)")
 
 
 def read_nifti(path: str | os.PathLike) -> NiftiVolume:
@@ -112,15 +181,17 @@ def read_nifti(path: str | os.PathLike) -> NiftiVolume:
 
     path = Path(path)
     try:
-        img = nib.load(str(path))
+        with _nibabel_header_fixes(path):
+            img = nib.load(str(path))
     except FileNotFoundError:
         raise VolumeError("file not found") from None
     except Exception as exc:  # nibabel raises many types for foreign files
-        raise VolumeError(f"not a readable NIfTI volume ({_short(exc)})") from None
+        raise VolumeError(f"not a readable NIfTI volume ({_short(exc, path=path)})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise VolumeError(f"not a NIfTI image ({type(img).__name__})")
     _check_shape(img.shape)
     orig_affine = np.array(img.affine, dtype=np.float64)
+    _check_spacing(orig_affine)  # before reorienting: a NaN or zero affine makes that fail obscurely
     try:
         orientation = "".join(nib.aff2axcodes(orig_affine))
     except Exception:
@@ -145,7 +216,7 @@ def read_nifti(path: str | os.PathLike) -> NiftiVolume:
     except VolumeError:
         raise
     except Exception as exc:
-        raise VolumeError(f"unreadable or corrupt file ({_short(exc)})") from None
+        raise VolumeError(f"unreadable or corrupt file ({_short(exc, path=path)})") from None
     xyz = xyz.reshape(xyz.shape[:3])
     aff = np.asarray(canon.affine, dtype=np.float64)
     zooms_xyz = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
@@ -209,15 +280,15 @@ def load_volume(
     (``.npy`` files carry no spacing: (1, 1, 1); their axes are taken as (D, H, W)).
 
     Raises :class:`VolumeError` with a short reason for: a file that cannot be read
-    (missing, corrupt, not a volume), an image that is not 3D (2D, or 4D with more
-    than one volume; a singleton fourth dimension is accepted), zero size, any
+    (missing, not a regular file, corrupt, not a volume), an image that is not 3D (2D,
+    1D or one voxel, or 4D with more than one volume; a singleton fourth dimension is
+    accepted), zero size, a voxel spacing that is not finite or under 1e-5 mm, any
     infinite value, NaN values (unless ``allow_nan``: then NaN are kept and the
     caller fills them, e.g. CT preprocessing uses -1024 HU; a volume that is all
     NaN is still an error), and a constant volume.
     """
     path = Path(path)
-    if not path.is_file():
-        raise VolumeError("file not found" if not path.exists() else "not a file")
+    check_regular_file(path)
     suffix = _suffix(path)
     if suffix in (".nii", ".nii.gz"):
         vol = read_nifti(path)
@@ -234,7 +305,7 @@ def _load_npy(path: Path) -> np.ndarray:
     try:
         arr = np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise VolumeError(f"unreadable or corrupt .npy file ({_short(exc)})") from None
+        raise VolumeError(f"unreadable or corrupt .npy file ({_short(exc, path=path)})") from None
     if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
         raise VolumeError(f"not a numeric array (dtype {getattr(arr, 'dtype', '?')})")
     _check_shape(arr.shape)
@@ -247,12 +318,10 @@ def validate_volume(data: np.ndarray, allow_nan: bool = False) -> None:
     _check_shape(data.shape)
     finite = np.isfinite(data)
     if not finite.all():
-        if np.isinf(data).any():
-            raise VolumeError("contains infinite values")
-        if not finite.any():
-            raise VolumeError("all values are NaN")
-        if not allow_nan:
-            raise VolumeError(f"contains NaN values ({int((~finite).sum())} voxels)")
+        nan, bad = int(np.isnan(data).sum()), int((~finite).sum())
+        if not allow_nan or bad > nan or bad == data.size:
+            parts = ([f"{nan} NaN"] if nan else []) + ([f"{bad - nan} infinite"] if bad > nan else [])
+            raise VolumeError(f"{bad} of {data.size} voxels are not finite ({', '.join(parts)})")
     vals = data[finite] if not finite.all() else data
     lo, hi = float(vals.min()), float(vals.max())
     if lo == hi:
@@ -268,7 +337,10 @@ def _descrip(header) -> str:
         return ""
 
 
-def _short(exc: BaseException, limit: int = 90) -> str:
+def _short(exc: BaseException, limit: int = 90, path: Path | None = None) -> str:
+    """``Type: message`` on one line, cut to ``limit``; ``path`` is shortened to its name (said already)."""
     text = f"{type(exc).__name__}: {exc}".strip()
+    if path is not None:
+        text = text.replace(str(path), path.name)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -12,6 +12,8 @@ Both then go through :func:`fit_to_cube`: the volume is resampled (trilinear, wi
 an average-pooling prefilter when shrinking by 2x or more) so that its largest
 physical extent fills the cube of side ``size`` with isotropic voxels, and the other
 axes are padded (centred) with the background value -1. Anatomy is never stretched.
+:func:`resampling_problem` says when that fit is extreme (an axis of fewer than 8
+voxels, fitted into a single slice of the cube, or upsampled more than 4x).
 
 :func:`to_modality_units` maps a model output in [-1, 1] back: CT -> HU (inverse of
 the window), MRI -> [0, 1] normalised intensity; :func:`from_modality_units` is its
@@ -32,6 +34,8 @@ __all__ = [
     "normalize_mri",
     "trim_background_slices",
     "fit_to_cube",
+    "fitted_shape",
+    "resampling_problem",
     "preprocess_volume",
     "to_modality_units",
     "from_modality_units",
@@ -47,6 +51,10 @@ CT_NAN_HU = -1024.0
 CT_DETECT_MIN_HU = -500.0
 #: background value of normalised volumes (padding)
 BACKGROUND = -1.0
+#: a volume with fewer voxels than this along an axis is too thin or too small to show anatomy
+MIN_VOXELS = 8
+#: stretching an axis more than this many times makes the cube show interpolation, not anatomy
+MAX_UPSAMPLING = 4.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,12 @@ class Preprocessing:
     def __call__(self, data: np.ndarray, spacing) -> tuple[np.ndarray, tuple[float, float, float]]:
         return preprocess_volume(data, spacing, self)
 
+    def resampling_problem(self, data: np.ndarray, spacing) -> str | None:
+        """:func:`resampling_problem` of the volume these settings fit into the cube (after CT trimming)."""
+        if self.modality == "ct" and self.trim_background:
+            data = trim_background_slices(np.asarray(data, dtype=np.float32), self.background_hu)
+        return resampling_problem(data.shape, spacing, self.size)
+
 
 def normalize_ct(data: np.ndarray, hu_window=HU_WINDOW) -> np.ndarray:
     """HU -> [-1, 1]: NaN -> -1024, linear window ``hu_window`` -> [-1, 1], clipped."""
@@ -134,6 +148,38 @@ def trim_background_slices(data: np.ndarray, threshold: float) -> np.ndarray:
     return data[keep[0] : keep[-1] + 1]
 
 
+def fitted_shape(shape, spacing, size: int) -> tuple[int, int, int]:
+    """Voxels a (D, H, W) volume of ``shape`` and ``spacing`` occupies in the cube (see :func:`fit_to_cube`)."""
+    extent = np.asarray(shape, dtype=np.float64) * np.asarray(spacing, dtype=np.float64)
+    iso = float(extent.max() / size)
+    return tuple(int(min(size, max(1, round(e / iso)))) for e in extent)
+
+
+def resampling_problem(shape, spacing, size: int) -> str | None:
+    """Why fitting a (D, H, W) volume into the ``size``^3 cube is extreme, or None when it is not.
+
+    Extreme along an axis: fewer than :data:`MIN_VOXELS` voxels in the volume, a single
+    slice of the cube, or more than :data:`MAX_UPSAMPLING` times as many voxels as the volume.
+    """
+    shape = tuple(int(n) for n in shape)
+    target = fitted_shape(shape, spacing, size)
+    axes = "zyx"  # (D, H, W) of the RAS-canonical image
+    few = [a for a, n in zip(axes, shape) if n < MIN_VOXELS]
+    flat = [a for a, t in zip(axes, target) if t < 2]
+    up = max(t / n for n, t in zip(shape, target))
+    why = []
+    if few:
+        why.append(f"fewer than {MIN_VOXELS} voxels along {', '.join(few)}")
+    if flat:
+        why.append(f"a single slice of the cube along {', '.join(flat)}")
+    if up > MAX_UPSAMPLING:
+        why.append(f"upsampled {up:.3g}x")
+    if not why:
+        return None
+    return (f"{'x'.join(map(str, shape))} voxels (z, y, x) become {'x'.join(map(str, target))} "
+            f"in the {size}^3 cube: {'; '.join(why)}")
+
+
 def fit_to_cube(
     data: np.ndarray, spacing, size: int, background: float = BACKGROUND
 ) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -150,9 +196,8 @@ def fit_to_cube(
     spacing = np.asarray([float(s) for s in spacing], dtype=np.float64)
     if data.ndim != 3 or spacing.shape != (3,) or (spacing <= 0).any():
         raise ValueError(f"fit_to_cube needs a 3D array and 3 positive spacings, got {data.shape}, {spacing}")
-    extent = np.asarray(data.shape, dtype=np.float64) * spacing
-    iso = float(extent.max() / size)
-    target = tuple(int(min(size, max(1, round(e / iso)))) for e in extent)
+    iso = float((np.asarray(data.shape, dtype=np.float64) * spacing).max() / size)
+    target = fitted_shape(data.shape, spacing, size)
 
     t = torch.from_numpy(np.ascontiguousarray(data))[None, None]
     # anti-aliasing: average-pool by the integer part of the shrink factor first

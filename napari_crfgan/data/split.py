@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,9 +143,10 @@ def make_split(source: str | os.PathLike, fractions: Sequence[float] = (0.7, 0.1
     """Cut the volume files of `source` into train / val / test (by class when it has a labels.csv).
 
     Only file names are read (no preprocessing); a file the dataset later finds unusable
-    is skipped from its part, with the usual warning.
+    is skipped from its part, with the usual warning. With a labels.csv, files without a
+    row are left out of every part, with a :class:`~.dataset.LabelsWarning` naming them.
     """
-    from .dataset import LABELS_FILE, DatasetError, find_volume_files, read_labels_csv
+    from .dataset import LABELS_FILE, DatasetError, LabelsWarning, find_volume_files, read_labels_csv
     from .demo import DEFAULT_DEMO_COUNT, DEMO_DATASETS, demo_folder
 
     source = str(source)
@@ -162,6 +164,11 @@ def make_split(source: str | os.PathLike, fractions: Sequence[float] = (0.7, 0.1
     labels = None
     if labels_path.is_file():
         names = read_labels_csv(labels_path)
+        unlabelled = [f for f in files if f not in names]
+        if unlabelled:
+            lines = "\n".join(f"  {f}: no label" for f in unlabelled)
+            warnings.warn(LabelsWarning(f"{len(unlabelled)} of {len(files)} volume files of {folder} have no row in "
+                                        f"{labels_path} and are left out of the split:\n{lines}"), stacklevel=2)
         files = [f for f in files if f in names]  # unlabelled files cannot be trained on conditionally
         classes = sorted({names[f] for f in files})
         labels = [classes.index(names[f]) for f in files]
