@@ -84,8 +84,11 @@ def test_train_uses_the_train_list_and_eval_the_test_list(tmp_path, capsys):
     other.mkdir()
     for f in sorted(folder.glob("*.nii.gz"))[:4]:
         (other / f.name).write_bytes(f.read_bytes())
-    assert main(["train", "--data", str(other), "--out", str(run), "--preset", "tiny-32", "--iterations", "2",
-                 "--resume", "--threads", "1"]) == 2
+    args = ["train", "--data", str(other), "--out", str(run), "--preset", "tiny-32", "--iterations", "2",
+            "--resume", "--threads", "1"]
+    assert main(args) == 2
+    assert f"was started with data {str(folder)!r} (now {str(other)!r})" in capsys.readouterr().err
+    assert main(args + ["--fine-tune"]) == 2  # a fine-tune onto other data still needs a split of that data
     assert "splits" in capsys.readouterr().err
 
 

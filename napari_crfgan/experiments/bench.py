@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from ..model import SYSTEMS, build_system, get_config
+from ..model import SYSTEMS, build_system, get_config, parameter_counts
 from ..model.decoding import decode_embedding
 from ..runtime import PeakMemory, resolve_device, torch_threads
 
@@ -53,6 +53,9 @@ def _measure_steps(model: str, cfg, batch_size: int, iterations: int, dev: torch
         torch.backends.cudnn.benchmark = True  # as the reference train.py files set it
     torch.manual_seed(seed)
     real = (torch.rand(batch_size, 1, cfg.size, cfg.size, cfg.size) * 2 - 1).to(dev)
+    # a meta-device build first, as the trainer's memory check does before it measures: it loads torch's
+    # lazily imported modules (about 70 MB resident), which then count in neither measurement
+    parameter_counts(model, cfg)
     memory = PeakMemory(dev)
     system = build_system(model, cfg).to(dev)
     optimizers = system.make_optimizers()

@@ -70,24 +70,22 @@ def decode_embedding(head: SubVolumeHead, emb: torch.Tensor, chunk: int | None =
         lo, hi = max(a - 1, 0), min(z + 1, e)  # one slice of halo is enough for conv1 (any upsampling)
         moments.add(head.hidden(emb[:, :, lo:hi])[:, :, 2 * (a - lo):2 * (z - lo)])
     scale, shift = moments.affine()
-    out = torch.empty(b, 1, 4 * e, 4 * emb.shape[3], 4 * emb.shape[4], dtype=torch.float32, device=emb.device)
-    for a in range(0, e, step):
-        z = min(a + step, e)
-        lo, hi = max(a - head.halo, 0), min(z + head.halo, e)
-        y = head.finish(head.hidden(emb[:, :, lo:hi]).mul_(scale).add_(shift))
-        out[:, :, 4 * a:4 * z] = y[:, :, 4 * (a - lo):4 * (z - lo)]
-    return out
+    return _in_chunks(emb, step, head.halo, lambda part: head.finish(head.hidden(part).mul_(scale).add_(shift)))
 
 
 def _decode_local(head: SubVolumeHead, emb: torch.Tensor, step: int) -> torch.Tensor:
     """G^H with a normalisation that reads no other voxels: each chunk with its halo, as it is."""
+    return head(emb) if step >= emb.shape[2] else _in_chunks(emb, step, head.halo, head)
+
+
+def _in_chunks(emb: torch.Tensor, step: int, halo: int, decode) -> torch.Tensor:
+    """`decode` (embedding slices -> image slices, x4) applied `step` embedding slices at a time, each with
+    `halo` slices of context either side, the context's output cropped away."""
     e = emb.shape[2]
-    if step >= e:
-        return head(emb)
     out = torch.empty(emb.shape[0], 1, 4 * e, 4 * emb.shape[3], 4 * emb.shape[4], dtype=torch.float32,
                       device=emb.device)
     for a in range(0, e, step):
         z = min(a + step, e)
-        lo, hi = max(a - head.halo, 0), min(z + head.halo, e)
-        out[:, :, 4 * a:4 * z] = head(emb[:, :, lo:hi])[:, :, 4 * (a - lo):4 * (z - lo)]
+        lo, hi = max(a - halo, 0), min(z + halo, e)
+        out[:, :, 4 * a:4 * z] = decode(emb[:, :, lo:hi])[:, :, 4 * (a - lo):4 * (z - lo)]
     return out
