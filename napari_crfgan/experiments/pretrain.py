@@ -20,7 +20,8 @@ from ..data.split import SPLIT_NAME
 from ..model.recipes import RECOMMENDED
 from ..runtime import load_checkpoint, save_checkpoint
 from ..runtime.pretrained import PRETRAINED, WEIGHTS_DIR, weights_file
-from ..training import TrainOptions, prepare_dataset, run_training
+from ..files import check_writable
+from ..training import TrainOptions, decide_start, prepare_dataset, run_training
 from ..training.options import option
 from .demo import DEMO_COUNT, ensure_split
 
@@ -51,6 +52,9 @@ def run_pretrain(options: PretrainOptions, log: Callable[[str], None] = lambda m
     """Train (or resume, or reuse) the run and export its generator; returns what was written."""
     train_options = options.train_options()
     folder = Path(train_options.out)
+    target = weights_file(options.name, options.out)
+    check_writable(target.parent, "weights folder")  # found now, not after the training
+    decide_start(train_options)
     ensure_split(train_options)
     t0 = time.perf_counter()
     result = run_training(train_options, prepare_dataset(train_options), on_report=on_report,
@@ -59,7 +63,7 @@ def run_pretrain(options: PretrainOptions, log: Callable[[str], None] = lambda m
         log(f"stopped at iteration {result.iteration}; {result.checkpoint_path} kept, nothing exported")
         return {"stopped": True, "checkpoint": str(result.checkpoint_path)}
     ckpt = load_checkpoint(result.checkpoint_path)
-    path = save_checkpoint(weights_file(options.name, options.out), ckpt.sampling_only())
+    path = save_checkpoint(target, ckpt.sampling_only())
     summary = {"name": options.name, "file": str(path), "megabytes": round(path.stat().st_size / 2**20, 2),
                "iterations": ckpt.iteration, "recipe": options.recipe,
                "train_seconds": None if result.reused else round(time.perf_counter() - t0),

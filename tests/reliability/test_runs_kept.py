@@ -191,6 +191,9 @@ def test_an_unusable_out_is_refused_before_any_work(tmp_path, capsys):
         f"crfgan: error: the output folder {afile} cannot be made: {afile} is a file")
     assert error_of(capsys, "sample", "--checkpoint", "pretrained:demo-brain", "--out", afile) == (
         f"crfgan: error: the output folder {afile} cannot be made: {afile} is a file")
+    assert error_of(capsys, "pretrain", "--name", "demo-brain", "--work", tmp_path / "w", "--out", afile / "w") == (
+        f"crfgan: error: the weights folder {afile / 'w'} cannot be made: {afile} is a file")
+    assert not (tmp_path / "w").exists()  # refused before the training run was set up
 
 
 @pytest.mark.skipif(hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0,
