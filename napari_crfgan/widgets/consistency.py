@@ -12,7 +12,7 @@ import numpy as np
 from qtpy.QtWidgets import QDoubleSpinBox, QFileDialog, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..sampling import Sampler
-from ._helpers import combo, notify_error, one_sentence, start_worker
+from ._helpers import WorkerGroup, combo, notify_error, one_sentence
 from ._state import state_for
 
 MAPS = {
@@ -42,6 +42,7 @@ class ConsistencyWidget(QWidget):
         self.result = None  # (ConsistencyMap, source layer name)
         self.overlay = None
         self.worker = None
+        self.workers = WorkerGroup(self, on_close=self._idle)
 
         self.model = QLabel()
         self.model.setWordWrap(True)
@@ -97,8 +98,8 @@ class ConsistencyWidget(QWidget):
             self.state.sampler_path = path
             self.state.sampler = sampler
 
-        self.worker = start_worker(Sampler, path, "auto", returned=loaded, errored=self._failed,
-                                   finished=self._idle)
+        self.worker = self.workers.start(Sampler, path, "auto", returned=loaded, errored=self._failed,
+                                         finished=self._idle)
 
     def _show_model(self, sampler) -> None:
         if sampler is None:
@@ -133,9 +134,9 @@ class ConsistencyWidget(QWidget):
         sampler = self.state.sampler
         self.compute_button.setEnabled(False)
         self.legend.setText("Computing…")
-        self.worker = start_worker(sampler.consistency, np.asarray(source.data, dtype=np.float32),
-                                   returned=lambda m: self._computed(m, source, sampler), errored=self._failed,
-                                   finished=self._idle)
+        self.worker = self.workers.start(sampler.consistency, np.asarray(source.data, dtype=np.float32),
+                                         returned=lambda m: self._computed(m, source, sampler),
+                                         errored=self._failed, finished=self._idle)
 
     def _computed(self, cmap, source, sampler) -> None:
         self.result = (cmap, source, sampler)

@@ -13,7 +13,7 @@ from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..experiments.memory_estimate import estimate_training_memory
 from ..model import display_name, parameter_counts
-from ._helpers import notify_error, one_sentence, start_worker
+from ._helpers import WorkerGroup, notify_error, one_sentence
 from ._state import state_for
 
 def _params_table(counts: dict[str, int]) -> str:
@@ -29,6 +29,7 @@ class MemoryWidget(QWidget):
         self.estimate = None
         self.counts: dict[str, int] = {}
         self._counting = None
+        self.workers = WorkerGroup(self, on_close=self._closed)
 
         self.choice = QLabel()
         self.params = QLabel()
@@ -62,7 +63,8 @@ class MemoryWidget(QWidget):
                                     else "No estimate for this choice yet.")
         if self._counting != (model, preset):
             self._counting = (model, preset)
-            start_worker(parameter_counts, model, preset, returned=lambda c, k=(model, preset): self._counted(c, k))
+            self.workers.start(parameter_counts, model, preset,
+                               returned=lambda c, k=(model, preset): self._counted(c, k))
 
     def _counted(self, counts: dict[str, int], key: tuple) -> None:
         if key != self._counting:
@@ -80,8 +82,8 @@ class MemoryWidget(QWidget):
         model, preset, batch, device = self._key()
         self.estimate_button.setEnabled(False)
         self.estimate_label.setText(f"Measuring one training step of {model} {preset} at batch {batch}…")
-        start_worker(estimate_training_memory, model, preset, batch, device, returned=self._estimated,
-                     errored=self._failed, finished=lambda: self.estimate_button.setEnabled(True))
+        self.workers.start(estimate_training_memory, model, preset, batch, device, returned=self._estimated,
+                           errored=self._failed, finished=lambda: self.estimate_button.setEnabled(True))
 
     def _estimated(self, estimate) -> None:
         self.estimate = estimate
@@ -94,6 +96,11 @@ class MemoryWidget(QWidget):
     def _failed(self, exc: BaseException) -> None:
         notify_error(exc)
         self.estimate_label.setText(f"No estimate: {one_sentence(exc)}")
+
+    def _closed(self) -> None:
+        """The widget went while counting or estimating (`WorkerGroup` stopped those): count again next time."""
+        self._counting = None
+        self.estimate_button.setEnabled(True)
 
     def _render_run(self, run) -> None:
         if run is None:

@@ -24,7 +24,7 @@ from ..model import display_name
 from ..runtime import PeakMemory, available_devices
 from ..runtime.pretrained import PRETRAINED, SCHEME, available
 from ..sampling import Sampler
-from ._helpers import combo, notify_error, one_sentence, path_row, show_volume, spin, start_worker
+from ._helpers import WorkerGroup, combo, notify_error, one_sentence, path_row, show_volume, spin
 from ._state import RunMetrics, state_for
 
 def sampling_steps(sampler: Sampler, count: int, seed: int, label, chunk: int | None):
@@ -61,6 +61,7 @@ class SampleWidget(QWidget):
         self.sampler: Sampler | None = None
         self._loading = ""
         self.worker = None
+        self.workers = WorkerGroup(self, on_close=self._idle)
         self._last_sample = ""  # name of the layer of the last generated volume
         self._references: tuple | None = None  # (sampler, (train, test)) prepared for that sampler
 
@@ -277,7 +278,7 @@ class SampleWidget(QWidget):
         self.status.setText(text)
 
     def _run(self, func, *args, **slots) -> None:
-        self.worker = start_worker(func, *args, errored=self._failed, finished=self._idle, **slots)
+        self.worker = self.workers.start(func, *args, errored=self._failed, finished=self._idle, **slots)
 
     def _failed(self, exc: BaseException) -> None:
         notify_error(exc)

@@ -4,7 +4,9 @@ The worker prepares the dataset and runs the trainer generator; it only yields
 (`Preparing`, `Prepared`, then each `TrainReport`). The main thread turns those
 into the progress bar, the loss plot, the preview layer and the shared state.
 Stop = `worker.quit()`: the worker closes the trainer generator, which writes a
-checkpoint at the last finished iteration.
+checkpoint at the last finished iteration; during the data preparation it ends the
+preparation thread too (at the next prepared volume) and waits for it. Closing the
+widget or the viewer stops the run the same way (`WorkerGroup`), and waits for it.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from ..training import TrainOptions, TrainReport, prepare_dataset, train
 from ..model.presets import LOSSES, STEPS, UPSAMPLING
 from ..model.recipes import RECIPES, RECOMMENDED
 from ..training.options import PRECISIONS
-from ._helpers import combo, notify_error, one_sentence, path_row, rate_spin, show_volume, spin, start_worker
+from ._helpers import WorkerGroup, combo, notify_error, one_sentence, path_row, rate_spin, show_volume, spin
 from ._state import RunMetrics, state_for
 
 SYSTEM_CHOICES = [(spec.display_name, name) for name, spec in SYSTEMS.items()]
@@ -51,30 +53,57 @@ class Prepared:
     summary: dict
 
 
-def _prepare(options: TrainOptions):
-    """prepare_dataset in a helper thread, yielding its progress; returns the dataset."""
+class _Stopped(Exception):
+    """Raised in the preparation thread, at its next progress report, once a stop is requested."""
+
+
+def _prepare(options: TrainOptions, stopping: threading.Event):
+    """prepare_dataset in a helper thread, yielding its progress; returns the dataset (None once stopped).
+
+    The thread never outlives this generator: a stop (`stopping` set, or the generator
+    closed) ends it at its next prepared volume, and the generator waits for it.
+    """
     updates: queue.Queue = queue.Queue()
     result: dict = {}
 
+    def progress(done: int, total: int) -> None:
+        if stopping.is_set():
+            raise _Stopped
+        updates.put(Preparing(done, total))
+
     def run() -> None:
         try:
-            result["dataset"] = prepare_dataset(options, progress=lambda d, t: updates.put(Preparing(d, t)))
+            result["dataset"] = prepare_dataset(options, progress=progress)
         except BaseException as exc:  # re-raised in the worker below
             result["error"] = exc
         finally:
             updates.put(None)
 
-    threading.Thread(target=run, daemon=True, name="crfgan-prepare").start()
-    while (update := updates.get()) is not None:
-        yield update
+    thread = threading.Thread(target=run, daemon=True, name="crfgan-prepare")
+    thread.start()
+    try:
+        while (update := updates.get()) is not None:
+            yield update
+    except BaseException:  # closed while preparing (Stop, or the widget went): end the preparation too
+        stopping.set()
+        raise
+    finally:
+        thread.join()
+    if isinstance(result.get("error"), _Stopped):
+        return None
     if "error" in result:
         raise result["error"]
     return result["dataset"]
 
 
-def training_steps(options: TrainOptions):
-    """The worker's generator: Preparing..., Prepared, then the trainer's TrainReports."""
-    dataset = yield from _prepare(options)
+def training_steps(options: TrainOptions, stopping: threading.Event | None = None):
+    """The worker's generator: Preparing..., Prepared, then the trainer's TrainReports.
+
+    Set `stopping` to stop during the data preparation (the worker's quit does)."""
+    stopping = threading.Event() if stopping is None else stopping
+    dataset = yield from _prepare(options, stopping)
+    if dataset is None or stopping.is_set():
+        return
     yield Prepared(dataset.summary())
     yield from train(options, dataset)  # closing this generator closes the trainer: checkpoint
 
@@ -134,6 +163,7 @@ class TrainWidget(QWidget):
         self._drawn_at = 0.0
         self._failed = False
         self.progress_done = 0
+        self.workers = WorkerGroup(self, on_close=self._closed)
 
         self.data = QComboBox()
         self.data.setEditable(True)
@@ -254,13 +284,15 @@ class TrainWidget(QWidget):
         self._set_running(True)
         self.status.setText("Preparing the data…")
         self._failed = False
-        self.worker = start_worker(training_steps, options, yielded=self._on_yielded, errored=self._on_error,
-                                   finished=self._on_finished)
+        stopping = threading.Event()
+        self.worker = self.workers.start(training_steps, options, stopping, yielded=self._on_yielded,
+                                         errored=self._on_error, finished=self._on_finished, on_quit=stopping.set)
 
     def stop(self) -> None:
         if self.worker is not None:
             self.stop_button.setEnabled(False)
-            self.status.setText("Stopping after the current iteration; saving a checkpoint…")
+            self.status.setText("Stopping after the current iteration; saving a checkpoint…"
+                                if self.last_report is not None else "Stopping…")
             self.worker.quit()
 
     def _set_running(self, running: bool) -> None:
@@ -327,8 +359,17 @@ class TrainWidget(QWidget):
         if self._failed:
             return
         at = self.last_report.iteration if self.last_report else 0
-        if stopped:
+        if stopped and self.last_report is None:
+            self.status.setText("Stopped before the first iteration; nothing was trained.")
+        elif stopped:
             where = f"checkpoint at {ckpt}" if ckpt.is_file() else "no checkpoint was written"
             self.status.setText(f"Stopped at iteration {at}; {where}.")
         else:
             self.status.setText(f"Finished {at} iterations; checkpoint at {ckpt}.")
+
+    def _closed(self) -> None:
+        """The widget went while training (`WorkerGroup` stopped and joined the run): end the run's display."""
+        pbar, self.pbar, self.worker = self.pbar, None, None
+        self.state.training = False
+        if pbar is not None:
+            pbar.close()
