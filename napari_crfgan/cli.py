@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def error_line(e: Exception) -> str:
     """The message of an error we expect; an OSError from the system names its file and reason."""
-    from .runtime.checkpoint import one_line
+    from .messages import one_line
 
     if isinstance(e, OSError) and e.strerror and e.filename and str(e.filename) not in str(e.args[-1]):
         return f"{e.strerror}: {e.filename}"
@@ -517,7 +517,7 @@ def error_line(e: Exception) -> str:
 
 
 def unexpected_line(e: Exception) -> str:
-    from .runtime.checkpoint import one_line
+    from .messages import one_line
 
     return f"unexpected {type(e).__name__}: {one_line(e) or 'no message'} (rerun with --debug for the traceback)"
 

@@ -16,22 +16,24 @@ PACKAGE = Path(__file__).resolve().parents[1] / "napari_crfgan"
 ALLOWED = {
     "_lazy": set(),
     "files": set(),
+    "messages": set(),
     "model": set(),
-    "evaluation": set(),
+    "evaluation": {"messages"},
     "data": {"files", "_lazy"},
-    "runtime": {"model", "files"},
+    "runtime": {"model", "files", "messages"},
     "training": {"model", "data", "runtime", "files"},
     "sampling": {"model", "data", "runtime"},
-    "experiments": {"model", "evaluation", "data", "runtime", "training", "sampling", "files"},
-    "cli": {"model", "evaluation", "data", "runtime", "training", "sampling", "experiments"},
+    "experiments": {"model", "evaluation", "data", "runtime", "training", "sampling", "files", "messages"},
+    "cli": {"model", "evaluation", "data", "runtime", "training", "sampling", "experiments", "files", "messages"},
     "_reader": {"data"},
     "_writer": {"data"},
     "_sample_data": {"data", "_reader"},
-    "widgets": {"_reader", "model", "data", "runtime", "training", "sampling", "experiments"},
+    "widgets": {"_reader", "model", "data", "runtime", "training", "sampling", "experiments", "messages"},
     "__init__": {"_lazy"},
 }
 #: third-party packages a unit may import besides the standard library (None: any)
-THIRD_PARTY = {"model": {"torch"}, "evaluation": {"numpy", "scipy", "torch"}, "files": set(), "_lazy": set()}
+THIRD_PARTY = {"model": {"torch"}, "evaluation": {"numpy", "scipy", "torch"}, "files": set(), "messages": set(),
+               "_lazy": set()}
 GUI = {"napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "vispy", "superqt"}
 GUI_UNITS = {"widgets", "_reader", "_writer", "_sample_data"}
 

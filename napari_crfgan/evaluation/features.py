@@ -246,7 +246,7 @@ def load_medicalnet_state_dict(path: str | os.PathLike, model: nn.Module | None 
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, truncated, or a pickle with code in it
-        from ..runtime.checkpoint import load_error_reason
+        from ..messages import load_error_reason
 
         raise ValueError(f"{path} is not a readable weights file ({load_error_reason(e)})") from None
     sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None

@@ -65,7 +65,7 @@ INJECTIONS = ("seams", "blur", "duplicate", "grid", "noise")
 def _check_features(names: tuple[str, ...]) -> None:
     """Every feature extractor can be built (MedicalNet: its local file loads), or one line naming it."""
     from ..evaluation.features import build_extractor
-    from ..runtime.checkpoint import one_line
+    from ..messages import one_line
 
     if not names:
         raise ValueError("--features is empty; choose from shallow, resnet10, medicalnet:PATH")

@@ -12,24 +12,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from ..data import DEMO_DATASETS, VolumeDataset
+from ..data import VolumeDataset
 from ..data.cache import file_digest
-from .options import TrainOptions
-
-IDENTITY_FIELDS = ("data", "demo_count", "seed", "batch_size", "conditional")
-
-
-def source_id(data: str) -> str:
-    """A data source as a stable name: a demo set's name, or the folder's absolute path."""
-    return data if data in DEMO_DATASETS else str(Path(data).expanduser().resolve())
-
-
-def run_identity(options: TrainOptions) -> dict:
-    values = {name: getattr(options, name) for name in IDENTITY_FIELDS}
-    values["data"] = source_id(options.data)
-    if options.data not in DEMO_DATASETS:
-        values["demo_count"] = None  # only means something for demo sets
-    return values
+from .options import IDENTITY_FIELDS
 
 
 def recorded_identity(options_record: dict) -> dict:

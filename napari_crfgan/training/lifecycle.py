@@ -18,8 +18,8 @@ from ..files import TMP_MARK, check_writable
 from ..model import build_system, get_config
 from ..runtime import CheckpointError, load_checkpoint, resolve_device
 from ..runtime.memory import available_memory_mb
-from .identity import differences, recorded_identity, run_identity
-from .options import TrainOptions
+from .identity import differences, recorded_identity
+from .options import TrainOptions, run_identity
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import DEMO_DATASETS
 from ..model import PRESETS, SYSTEMS, get_config
 from ..model.presets import AUGMENTATIONS, HEAD_NORMS, LOSSES, STEPS, TRUNKS, UPSAMPLING
 from ..model.recipes import RECIPES, recipe
@@ -131,10 +132,25 @@ class TrainOptions:
 
     def record(self) -> dict:
         """The options as plain JSON values (stored in the checkpoint), with the run's identity."""
-        from .identity import run_identity
-
         values = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
         return {**values, "identity": run_identity(self)}
+
+
+IDENTITY_FIELDS = ("data", "demo_count", "seed", "batch_size", "conditional")
+
+
+def source_id(data: str) -> str:
+    """A data source as a stable name: a demo set's name, or the folder's absolute path."""
+    return data if data in DEMO_DATASETS else str(Path(data).expanduser().resolve())
+
+
+def run_identity(options: TrainOptions) -> dict:
+    """What a run folder is started with and must be resumed with (see training/identity.py)."""
+    values = {name: getattr(options, name) for name in IDENTITY_FIELDS}
+    values["data"] = source_id(options.data)
+    if options.data not in DEMO_DATASETS:
+        values["demo_count"] = None  # only means something for demo sets
+    return values
 
 
 def _flag(name: str) -> str:

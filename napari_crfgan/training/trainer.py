@@ -22,9 +22,9 @@ from ..model import build_system, get_config, system_spec
 from ..runtime import (Checkpoint, CheckpointError, PeakMemory, load_checkpoint, resolve_device, save_checkpoint,
                        torch_threads)
 from ..runtime.checkpoint import check_weights, load_optimizers
-from .identity import data_digest, recorded_identity, run_identity
+from .identity import data_digest, recorded_identity
 from .lifecycle import decide_start
-from .options import TrainOptions, TrainReport
+from .options import TrainOptions, TrainReport, run_identity
 
 
 class TrainingError(RuntimeError):
