@@ -26,6 +26,7 @@ from superqt.utils import FunctionWorker, GeneratorWorker, WorkerBase
 
 from .._reader import image_layer_kwargs
 from ..data import DatasetError
+from ..messages import one_line
 from ..runtime import CheckpointError
 from ..training import TrainingError
 
@@ -38,8 +39,7 @@ JOIN_TIMEOUT_S = 30.0
 
 
 def one_sentence(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    return one_line(exc) or type(exc).__name__
 
 
 def notify_error(exc: BaseException) -> None:
@@ -51,8 +51,7 @@ def notify_error(exc: BaseException) -> None:
         show_error(one_sentence(exc))
         return
     log.debug("unexpected error in a napari-crfgan widget", exc_info=exc)
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    show_error(f"unexpected {type(exc).__name__}: {lines[0] if lines else 'no message'}")
+    show_error(f"unexpected {type(exc).__name__}: {one_line(exc) or 'no message'}")
 
 
 def _relay_warning(args: tuple) -> None:
