@@ -12,7 +12,8 @@ import numpy as np
 from qtpy.QtWidgets import QDoubleSpinBox, QFileDialog, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..sampling import Sampler
-from ._helpers import WorkerGroup, combo, notify_error, one_sentence
+from ._helpers import combo
+from ._workers import WorkerGroup, notify_error, one_sentence
 from ._state import state_for
 
 MAPS = {

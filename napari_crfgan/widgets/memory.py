@@ -13,7 +13,7 @@ from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..experiments.memory_estimate import estimate_training_memory
 from ..model import display_name, parameter_counts
-from ._helpers import WorkerGroup, notify_error, one_sentence
+from ._workers import WorkerGroup, notify_error, one_sentence
 from ._state import state_for
 
 def _params_table(counts: dict[str, int]) -> str:

@@ -24,7 +24,8 @@ from ..model import display_name
 from ..runtime import PeakMemory, available_devices
 from ..runtime.pretrained import PRETRAINED, SCHEME, available
 from ..sampling import Sampler
-from ._helpers import WorkerGroup, combo, notify_error, one_sentence, path_row, show_volume, spin
+from ._helpers import combo, path_row, show_volume, spin
+from ._workers import WorkerGroup, notify_error, one_sentence
 from ._state import RunMetrics, state_for
 
 def sampling_steps(sampler: Sampler, count: int, seed: int, label, chunk: int | None):

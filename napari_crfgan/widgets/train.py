@@ -31,7 +31,8 @@ from ..training import TrainOptions, TrainReport, prepare_dataset, train
 from ..model.presets import LOSSES, STEPS, UPSAMPLING
 from ..model.recipes import RECIPES, RECOMMENDED
 from ..training.options import PRECISIONS
-from ._helpers import WorkerGroup, combo, notify_error, one_sentence, path_row, rate_spin, show_volume, spin
+from ._helpers import combo, path_row, rate_spin, show_volume, spin
+from ._workers import WorkerGroup, notify_error, one_sentence
 from ._state import RunMetrics, state_for
 
 SYSTEM_CHOICES = [(spec.display_name, name) for name, spec in SYSTEMS.items()]
