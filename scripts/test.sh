@@ -24,4 +24,4 @@ python -m pip install -q -e ".[test]"
 python -m ruff check .
 
 export QT_API=pyqt6
-exec xvfb-run -a -s "-screen 0 1280x1024x24" python -m pytest -q -p no:cacheprovider "$@"
+exec xvfb-run -a -s "-screen 0 1280x1024x24" python -m pytest -q -p no:cacheprovider --durations=15 "$@"
