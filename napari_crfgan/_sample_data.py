@@ -1,20 +1,22 @@
 """napari sample data: one synthetic volume of each demo set (File > Open Sample).
 
-The volumes are generated on first use (see napari_crfgan.data.demo) and cached.
+The volumes are generated on first use (see napari_crfgan.data.demo) and cached, and
+opened as the reader opens any NIfTI file (geometry and display orientation included).
 CT is in Hounsfield units with a lung/soft-tissue window; MRI in its stored units.
 """
 from __future__ import annotations
 
-from .data import demo_folder, read_nifti
-from ._reader import image_layer_kwargs
+from .data import demo_folder
+from ._reader import read_volume_layers
 
 
 def _first_volume(name: str, modality: str) -> list[tuple]:
     folder = demo_folder(name, count=1)
     path = sorted(folder.glob("*.nii.gz"))[0]
-    vol = read_nifti(path)
-    metadata = {"path": str(path), "spacing": vol.spacing, "origin": vol.origin, "modality": modality}
-    return [(vol.data, image_layer_kwargs(name, vol.data, vol.spacing, vol.origin, modality, metadata), "image")]
+    [(data, kwargs, kind)] = read_volume_layers(path, modality=modality)
+    kwargs["name"] = name
+    kwargs["metadata"]["modality"] = modality
+    return [(data, kwargs, kind)]
 
 
 def demo_brain() -> list[tuple]:

@@ -1,7 +1,13 @@
-"""napari writer: an image layer to NIfTI (.nii, .nii.gz), through napari_crfgan.data.write_nifti.
+"""napari writers: an image layer (3D, or 4D as (T, D, H, W)) or a labels layer to NIfTI (.nii, .nii.gz),
+through napari_crfgan.data.write_nifti_volume.
 
-The layer's scale is written as the voxel spacing and its translate as the origin,
-so the reader gives back the same data, spacing and position.
+The layer's whole transform (scale, rotate, shear, translate and affine) is written as
+the file's geometry, less the display orientation the reader put into its ``affine``
+(named in the layer's metadata; a layer without that name is taken to be in the file's
+world frame, (z, y, x) RAS mm). A layer opened by the plugin is written back like its
+file: voxel order, header, the original qform / sform and codes while the layer has not
+been moved, and the stored dtype (with scl_slope / scl_inter) wherever that is lossless.
+So the reader gives back the same data, spacing, rotation and position.
 """
 from __future__ import annotations
 
@@ -9,17 +15,48 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import write_nifti
+from .data.nifti import compose_layer_transform, display_matrix, write_nifti_volume
+
+#: metadata key of the display orientation (the reader's DISPLAY_KEY; the writer may not import the reader)
+DISPLAY_KEY = "display_orientation"
 
 
-def write_image(path: str, data, meta: dict) -> list[str]:
-    """Write one 3D image layer; returns the written path."""
+def _volume(data) -> np.ndarray:
+    if isinstance(data, (list, tuple)):  # a multiscale layer: its full-resolution level
+        data = data[0]
     data = np.asarray(data)
-    if data.ndim != 3:
-        raise ValueError(f"NIfTI export takes a 3D (D, H, W) layer; this layer has {data.ndim} dimensions")
-    scale = tuple(float(s) for s in meta.get("scale", (1.0, 1.0, 1.0)))
-    translate = tuple(float(t) for t in meta.get("translate", (0.0, 0.0, 0.0)))
+    if data.ndim not in (3, 4):
+        raise ValueError(f"NIfTI export takes a 3D (D, H, W) or 4D (T, D, H, W) layer; this layer has "
+                         f"{data.ndim} dimensions")
+    return data
+
+
+def layer_geometry(meta: dict, ndim: int) -> np.ndarray:
+    """The 4x4 (D, H, W) -> (z, y, x) mm geometry of a layer's spatial (last three) axes."""
+    metadata = meta.get("metadata") or {}
+    world = compose_layer_transform(meta, ndim)
+    display = metadata.get(DISPLAY_KEY) if isinstance(metadata, dict) else None
+    world = np.linalg.inv(display_matrix(display or "none", ndim)) @ world
+    keep = list(range(ndim - 3, ndim + 1))
+    return world[np.ix_(keep, keep)]
+
+
+def _write(path: str, data, meta: dict, labels: bool) -> list[str]:
+    data = _volume(data)
+    metadata = meta.get("metadata") or {}
+    source = metadata.get("nifti") if isinstance(metadata, dict) else None
     name = str(path)
     if not name.lower().endswith((".nii", ".nii.gz")):
         name += ".nii.gz"
-    return [str(write_nifti(Path(name), data, scale, translate))]
+    geometry = layer_geometry(meta, data.ndim)
+    return [str(write_nifti_volume(Path(name), data, geometry, source=source, labels=labels))]
+
+
+def write_image(path: str, data, meta: dict) -> list[str]:
+    """Write one 3D or 4D image layer; returns the written path."""
+    return _write(path, data, meta, labels=False)
+
+
+def write_labels(path: str, data, meta: dict) -> list[str]:
+    """Write one labels layer as an integer NIfTI (intent label); returns the written path."""
+    return _write(path, data, meta, labels=True)

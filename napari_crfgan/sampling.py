@@ -31,6 +31,20 @@ def _fresh(paths: list[Path], overwrite: bool) -> list[Path]:
     return paths
 
 
+def training_orientation(data: dict) -> tuple[str, tuple | None]:
+    """(voxel order axis codes, 3x3 direction of the (D, H, W) axes in world (z, y, x)) recorded for
+    the training data (VolumeDataset.summary: "orientation", "direction"); ("RAS", None) when absent."""
+    codes = data.get("orientation")
+    codes = codes if isinstance(codes, str) and len(codes) == 3 and set(codes) <= set("LRAPSI") else "RAS"
+    try:
+        direction = np.asarray(data.get("direction"), dtype=np.float64).reshape(3, 3)
+    except (TypeError, ValueError):
+        return codes, None
+    if not np.isfinite(direction).all() or abs(np.linalg.det(direction)) < 1e-3:
+        return codes, None
+    return codes, tuple(tuple(float(v) for v in row) for row in direction)
+
+
 @dataclass
 class GeneratedVolume:
     data: np.ndarray  # (D, H, W) float32 in the modality's units (HU for CT)
@@ -39,9 +53,12 @@ class GeneratedVolume:
     label: int | None
     modality: str
     model_units: np.ndarray = field(repr=False)  # the same volume in [-1, 1]
+    orientation: str = "RAS"  # voxel order of the training files, written on disk
+    direction: tuple | None = None  # (D, H, W) axis directions in world (z, y, x) of the training data
 
     def save(self, path: str | Path) -> Path:
-        write_nifti(path, self.data, self.spacing)
+        """NIfTI at the volume's spacing, with the training data's direction and voxel order (origin 0)."""
+        write_nifti(path, self.data, self.spacing, direction=self.direction, orientation=self.orientation)
         return Path(path)
 
 
@@ -78,6 +95,7 @@ class Sampler:
         self.modality: str = data.get("modality", "mri")
         self.spacing = tuple(float(s) for s in data.get("spacing", (1.0, 1.0, 1.0)))
         self.class_names: list[str] = list(data.get("class_names") or [])
+        self.orientation, self.direction = training_orientation(data)
 
     @property
     def has_crf(self) -> bool:
@@ -131,7 +149,8 @@ class Sampler:
     def _volume(self, model_units: torch.Tensor, seed: int, label: int | None) -> GeneratedVolume:
         arr = model_units.cpu().numpy().astype(np.float32)
         return GeneratedVolume(data=to_modality_units(arr, self.modality), spacing=self.spacing,
-                               seed=seed, label=label, modality=self.modality, model_units=arr)
+                               seed=seed, label=label, modality=self.modality, model_units=arr,
+                               orientation=self.orientation, direction=self.direction)
 
     def sample(self, num: int = 1, seed: int = 0, label: int | str | None = None,
                chunk: int | None = None) -> list[GeneratedVolume]:
@@ -171,7 +190,8 @@ class Sampler:
         """Write a latent walk as `out/walk_A_B_II.nii.gz`, frame by frame (existing names refused as above)."""
         paths = _fresh([Path(out) / f"walk_{seed_a}_{seed_b}_{i:02d}.nii.gz" for i in range(steps)], overwrite)
         walk = self.interpolate(seed_a, seed_b, steps=steps, label=label, chunk=chunk)
-        return [write_nifti(path, frame, self.spacing) for path, frame in zip(paths, walk)]
+        return [write_nifti(path, frame, self.spacing, direction=self.direction, orientation=self.orientation)
+                for path, frame in zip(paths, walk)]
 
     @torch.no_grad()
     def consistency(self, volume: np.ndarray, model_units: bool = False) -> ConsistencyMap:

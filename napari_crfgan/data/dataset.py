@@ -47,7 +47,7 @@ from torch.utils.data import Dataset
 
 from .cache import VolumeCache, cache_key, file_digest
 from .demo import DEMO_DATASETS, DEMO_MODALITY, demo_folder
-from .nifti import VolumeError, _short, check_regular_file, is_volume_file, load_volume
+from .nifti import VolumeError, _short, check_regular_file, is_volume_file, load_volume, nifti_orientation
 from .preprocess import MODALITIES, Preprocessing, detect_modality
 
 __all__ = ["VolumeDataset", "DatasetError", "SkippedFilesWarning", "ResamplingWarning", "LabelsWarning",
@@ -407,8 +407,23 @@ class VolumeDataset(Dataset):
             "class_names": list(self.class_names),  # same list, the name the sampler reads
             "conditional": self.conditional,
             "num_classes": self.num_classes,
+            **self._orientation(),
             **({"split": self.split} if self.split is not None else {}),
         }
+
+    def _orientation(self) -> dict:
+        """``orientation`` (voxel order axis codes) and ``direction`` (3x3: column k the unit world (z, y, x)
+        vector of the (D, H, W) axis k) of the training data: those of the first usable NIfTI file in
+        item order (its header is read once); "RAS" and the identity when there is none (.npy files)."""
+        found = getattr(self, "_orientation_record", None)
+        if found is None:
+            found = {"orientation": "RAS", "direction": np.eye(3).tolist()}
+            for rel in self.files:
+                if rel.lower().endswith((".nii", ".nii.gz")):
+                    found = nifti_orientation(Path(self.folder) / rel) or found
+                    break
+            self._orientation_record = found
+        return {"orientation": found["orientation"], "direction": [list(row) for row in found["direction"]]}
 
     def __repr__(self) -> str:
         return (
