@@ -287,3 +287,13 @@ def test_the_moving_average_warms_up_before_its_decay():
     system.generator_step(opt, zero, iteration=0)
     for n, p in system.ema["trunk"].named_parameters():  # decay (1 + 0) / (10 + 0) = 0.1, not 0.999
         torch.testing.assert_close(p, start[n] + 0.9)
+
+
+def test_a_recipes_learning_rate_and_a_flag_on_top():
+    from napari_crfgan.training import TrainOptions
+
+    slow = TrainOptions(data="demo-brain", recipe="pixelnorm-blur-ema-slow-d")
+    assert slow.config_fields()["lr_d"] == 1e-4 and recipe_of(get_config("small-64", **slow.config_fields())) == {
+        "head_norm": "pixel", "upsample": "blur", "ema_decay": 0.999, "lr_d": 1e-4}
+    given = TrainOptions(data="demo-brain", recipe="pixelnorm-blur-ema-slow-d", lr_d=2e-4)
+    assert given.config_fields()["lr_d"] == 2e-4  # the flag wins over the recipe

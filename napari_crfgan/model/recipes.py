@@ -13,7 +13,8 @@ from .presets import ModelConfig
 #: the ModelConfig fields a recipe may set (everything else is architecture size or optimisation)
 RECIPE_FIELDS = ("loss", "gp_weight", "r1_gamma", "r1_every", "augment", "augment_p", "ada_target", "ada_images",
                  "d_spectral_norm", "ema_decay", "label_smoothing", "feature_matching", "minibatch_std",
-                 "upsample", "trunk", "style_mapping_layers", "head_norm")
+                 "upsample", "trunk", "style_mapping_layers", "head_norm",
+                 "lr_d")  # D's rate: the papers' two time-scale 4x G's, or G's own (a D that does not outrun G)
 
 DIFFAUGMENT = "translation,cutout,intensity"
 
@@ -36,6 +37,8 @@ RECIPES: dict[str, dict] = {
     "blur-ema": {"upsample": "blur", "ema_decay": 0.999},
     "pixelnorm": {"head_norm": "pixel"},
     "pixelnorm-blur-ema": {"head_norm": "pixel", "upsample": "blur", "ema_decay": 0.999},
+    # the same with D learning at G's rate (1e-4) instead of the papers' 4e-4
+    "pixelnorm-blur-ema-slow-d": {"head_norm": "pixel", "upsample": "blur", "ema_decay": 0.999, "lr_d": 1e-4},
     "hinge-diffaugment-ema": {"loss": "hinge", "augment": DIFFAUGMENT, "ema_decay": 0.99, "upsample": "blur"},
     "style-r1-ada-ema": {"trunk": "style", "r1_gamma": 1.0, "augment": DIFFAUGMENT, "ada_target": 0.6,
                          "ema_decay": 0.99, "minibatch_std": True, "upsample": "blur"},

@@ -42,7 +42,7 @@ def remove_stale_temporaries(folder: Path, name: str) -> list[Path]:
 def memory_floor_mb(options: TrainOptions) -> float:
     """What a step needs at the very least: fp32 weights, gradients and both Adam moments (counted on the
     meta device) and two copies of the batch. A lower bound: a run that needs more is surely refused."""
-    cfg = get_config(options.preset, **options.recipe_fields())
+    cfg = get_config(options.preset, **options.config_fields())
     with torch.device("meta"):
         parameters = sum(build_system(options.model, cfg).network_counts().values())
     return (parameters * 16 + 2 * options.batch_size * cfg.size**3 * 4) / 2**20

@@ -124,11 +124,16 @@ class TrainOptions:
             raise ValueError(f"precision must be fp32, bf16 or fp16, not {self.precision!r}")
         if self.resume not in RESUME_MODES:
             raise ValueError(f"resume must be one of {', '.join(RESUME_MODES)}, not {self.resume!r}")
-        get_config(self.preset, step=self.step, **self.recipe_fields())
+        get_config(self.preset, step=self.step, **self.config_fields())
 
     def recipe_fields(self) -> dict:
         """The config fields of the recipe: the named recipe's, then the fields set here."""
         return {**recipe(self.recipe), **{k: getattr(self, k) for k in RECIPE_OPTIONS if getattr(self, k) is not None}}
+
+    def config_fields(self) -> dict:
+        """The config fields these options set: the recipe's, then learning rates given here on top."""
+        rates = {k: getattr(self, k) for k in ("lr_g", "lr_d", "lr_e") if getattr(self, k) is not None}
+        return {**self.recipe_fields(), **rates}
 
     def record(self) -> dict:
         """The options as plain JSON values (stored in the checkpoint), with the run's identity."""

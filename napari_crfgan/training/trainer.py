@@ -46,8 +46,7 @@ def prepare_dataset(options: TrainOptions, progress: Callable[[int, int], None] 
 
 def _config_for(options: TrainOptions, dataset: VolumeDataset):
     return get_config(options.preset, num_classes=dataset.num_classes if options.conditional else 0,
-                      **{name: getattr(options, name) for name in ("lr_g", "lr_d", "lr_e", "step")},
-                      **options.recipe_fields())
+                      step=options.step, **options.config_fields())
 
 
 def _iteration_seed(seed: int, iteration: int) -> int:
