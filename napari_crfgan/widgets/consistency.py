@@ -3,18 +3,36 @@
 `Sampler.consistency(volume)` gives one value per embedding patch and the layer
 geometry placing each patch over its voxels; the overlay adds the source layer's
 translate (and its scale relative to the model's spacing) so it lines up with the
-volume in world coordinates.
+volume in world coordinates. Only image layers of the model's size are offered (a map of
+another size would not line up); when there is none, the widget says so.
+The module imports no torch: `_bind` does (see `_loading`).
 """
 from __future__ import annotations
 
 import napari
 import numpy as np
-from qtpy.QtWidgets import QDoubleSpinBox, QFileDialog, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QDoubleSpinBox, QFileDialog, QFormLayout, QPushButton, QVBoxLayout, QWidget
 
-from ..sampling import Sampler
-from ._helpers import combo
-from ._workers import WorkerGroup, notify_error, one_sentence
-from ._state import state_for
+from ._helpers import WrapLabel, combo, grid_of, scroll_area, start_worker
+from ._loading import LazyWidget, bound_getattr
+
+MODULES = ("torch", "napari_crfgan.sampling", "napari_crfgan.widgets._workers", "napari_crfgan.widgets._state")
+_bound = False
+
+
+def _bind() -> None:
+    """Import what the widget needs (torch among it) as this module's globals, once (see `_loading`)."""
+    global _bound, Sampler, WorkerGroup, notify_error, one_sentence, state_for
+    if _bound:
+        return
+    from ..sampling import Sampler
+    from ._state import state_for
+    from ._workers import WorkerGroup, notify_error, one_sentence
+
+    _bound = True
+
+
+__getattr__ = bound_getattr(_bind, MODULES, globals())
 
 MAPS = {
     "verdicts": "Verdict: the CRF's real/fake verdict per patch after mean field (sigmoid of its logit). "
@@ -35,30 +53,37 @@ def overlay_geometry(cmap, source_layer, spacing) -> tuple[tuple, tuple]:
     return tuple(scale), tuple(translate)
 
 
-class ConsistencyWidget(QWidget):
-    def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__()
-        self.viewer = viewer
-        self.state = state_for(viewer)
-        self.result = None  # (ConsistencyMap, source layer name)
+class ConsistencyWidget(LazyWidget):
+    _bind = staticmethod(_bind)
+    _modules = MODULES
+
+    def _setup(self) -> None:
+        self.result = None  # (ConsistencyMap, source layer, sampler)
         self.overlay = None
         self.worker = None
+
+    def _build(self) -> None:
+        viewer = self.viewer
+        self.state = state_for(viewer)
         self.workers = WorkerGroup(self, on_close=self._idle)
 
-        self.model = QLabel()
-        self.model.setWordWrap(True)
+        self.model = WrapLabel()
         self.open_button = QPushButton("Open checkpoint…")
-        self.layer = combo([], tip="a volume at the model's size (generated or loaded)")
-        self.kind = combo(list(MAPS), "verdicts")
-        self.colormap = combo(COLORMAPS, "magma")
+        self.open_button.setToolTip("load a CRF-GAN training checkpoint here (or load one in 'Model and sample')")
+        self.layer = combo([], tip="a 3D image layer at the model's size (generated or opened); only those are "
+                                   "listed")
+        self.kind = combo(list(MAPS), "verdicts", "verdicts: the CRF's real/fake verdict per patch; agreement: its "
+                                                  "pairwise ties to the neighbouring patches")
+        self.colormap = combo(COLORMAPS, "magma", "colormap of the map layer")
         self.opacity = QDoubleSpinBox()
         self.opacity.setRange(0.0, 1.0)
         self.opacity.setSingleStep(0.05)
         self.opacity.setValue(0.5)
-        self.blending = combo(["translucent", "additive"], "translucent")
+        self.opacity.setToolTip("opacity of the map layer over the volume")
+        self.blending = combo(["translucent", "additive"], "translucent", "how the map layer mixes with the volume")
         self.compute_button = QPushButton("Compute consistency map")
-        self.legend = QLabel(MAPS["verdicts"])
-        self.legend.setWordWrap(True)
+        self.compute_button.setToolTip("run the trained CRF over the chosen volume (in the background)")
+        self.legend = WrapLabel(MAPS["verdicts"])
 
         form = QFormLayout()
         form.addRow(self.model)
@@ -68,11 +93,13 @@ class ConsistencyWidget(QWidget):
         form.addRow("Colormap", self.colormap)
         form.addRow("Opacity", self.opacity)
         form.addRow("Blending", self.blending)
-        layout = QVBoxLayout(self)
+        body = QWidget()
+        layout = QVBoxLayout(body)
         layout.addLayout(form)
         layout.addWidget(self.compute_button)
         layout.addWidget(self.legend)
         layout.addStretch()
+        self.layout().addWidget(scroll_area(body))
 
         self.open_button.clicked.connect(self.open_checkpoint)
         self.compute_button.clicked.connect(self.compute)
@@ -83,7 +110,6 @@ class ConsistencyWidget(QWidget):
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self._refresh_layers)
         self.state.events.sampler.connect(self._show_model)
-        self._refresh_layers()
         self._show_model(self.state.sampler)
 
     # ---- model and layers ------------------------------------------------------------
@@ -99,8 +125,8 @@ class ConsistencyWidget(QWidget):
             self.state.sampler_path = path
             self.state.sampler = sampler
 
-        self.worker = self.workers.start(Sampler, path, "auto", returned=loaded, errored=self._failed,
-                                         finished=self._idle)
+        self.worker = start_worker(self.workers, Sampler, path, "auto", returned=loaded, errored=self._failed,
+                                   finished=self._idle)
 
     def _show_model(self, sampler) -> None:
         if sampler is None:
@@ -112,32 +138,52 @@ class ConsistencyWidget(QWidget):
             size = sampler.cfg.size
             self.model.setText(f"{sampler.checkpoint.describe()}: CRF over a {'×'.join(map(str, sampler.cfg.crf_grid))}"
                                f" patch grid; volumes must be {size}×{size}×{size}.")
-        self.compute_button.setEnabled(sampler is not None and sampler.has_crf and self.worker is None)
+        self._refresh_layers()
+
+    def _model_size(self) -> int | None:
+        sampler = self.state.sampler
+        return sampler.cfg.size if sampler is not None and sampler.has_crf else None
 
     def _refresh_layers(self, *_) -> None:
+        """List the 3D image layers of the model's size (none without a CRF model), and say when there is none."""
         current = self.layer.currentText()
+        size = self._model_size()
+        names = [] if size is None else [
+            lay.name for lay in self.viewer.layers
+            if isinstance(lay, napari.layers.Image) and tuple(lay.data.shape) == (size,) * 3
+            and "map" not in lay.metadata]
         self.layer.clear()
-        names = [lay.name for lay in self.viewer.layers
-                 if isinstance(lay, napari.layers.Image) and lay.ndim == 3 and "map" not in lay.metadata]
         self.layer.addItems(names)
+        if size is None:
+            self.layer.setPlaceholderText("load a CRF-GAN model first")
+        else:
+            self.layer.setPlaceholderText(f"no {size}×{size}×{size} image layer: generate or open one")
         active = self.viewer.layers.selection.active
         pick = current if current in names else (active.name if active is not None and active.name in names else None)
-        if pick:
-            self.layer.setCurrentText(pick)
+        if names:  # (with a placeholder text set, Qt 6 chooses no item by itself)
+            self.layer.setCurrentIndex(names.index(pick) if pick else 0)
+        self.layer.setEnabled(bool(names))
+        self._enable()
+
+    def _enable(self) -> None:
+        # with a CRF model and no volume of its size, a click says which size is needed
+        self.compute_button.setEnabled(self._model_size() is not None and self.worker is None)
 
     # ---- compute and show ------------------------------------------------------------
     def compute(self) -> None:
         name = self.layer.currentText()
-        if not name:
-            notify_error(ValueError("Choose a 3D image layer (generate or open a volume first)."))
+        if not name or name not in self.viewer.layers:
+            size = self._model_size()
+            notify_error(ValueError(f"Choose a {size}×{size}×{size} image layer (generate or open a volume first)."
+                                    if size else "Load a CRF-GAN checkpoint first."))
             return
         source = self.viewer.layers[name]
         sampler = self.state.sampler
         self.compute_button.setEnabled(False)
         self.legend.setText("Computing…")
-        self.worker = self.workers.start(sampler.consistency, np.asarray(source.data, dtype=np.float32),
-                                         returned=lambda m: self._computed(m, source, sampler),
-                                         errored=self._failed, finished=self._idle)
+        self.worker = start_worker(self.workers, sampler.consistency, np.asarray(source.data, dtype=np.float32),
+                                   returned=lambda m: self._computed(m, source, sampler),
+                                   errored=self._failed, finished=self._idle)
 
     def _computed(self, cmap, source, sampler) -> None:
         self.result = (cmap, source, sampler)
@@ -159,8 +205,13 @@ class ConsistencyWidget(QWidget):
         self.overlay = self.viewer.add_image(data, name=name, scale=scale, translate=translate,
                                              contrast_limits=limits, metadata=meta, interpolation3d="nearest")
         self._style()
+        note = ""
+        grid = grid_of(self.viewer)
+        if grid.enabled:  # in grid mode the map would get a view of its own, beside its volume
+            grid.enabled = False
+            note = "<br>Grid mode is off, so the map lies over its volume."
         self.legend.setText(f"{MAPS[kind]}<br>Here {data.min():.3g} to {data.max():.3g} over "
-                            f"{data.size} patches of {'×'.join(f'{s:.3g}' for s in scale)} mm.")
+                            f"{data.size} patches of {'×'.join(f'{s:.3g}' for s in scale)} mm.{note}")
 
     def _style(self, *_) -> None:
         if self.overlay is None or self.overlay not in self.viewer.layers:
@@ -175,4 +226,4 @@ class ConsistencyWidget(QWidget):
 
     def _idle(self) -> None:
         self.worker = None
-        self._show_model(self.state.sampler)
+        self._enable()

@@ -9,24 +9,53 @@ state, so the consistency widget uses the same model.
 training volume of the loaded checkpoint nearest to a sampled volume (the space of
 `evaluation.memorisation`), shows it beside the sample and says whether the sample
 is closer to it than held-out scans are to the training set.
+
+"Show in 3D" switches to 3D with an oblique camera fitted to the volumes; several
+sampled volumes are laid out side by side (napari's grid mode), not stacked.
+The module imports no torch: `_bind` does (see `_loading`).
 """
 from __future__ import annotations
 
 import time
 
 import napari
-from qtpy.QtWidgets import (QCheckBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import QCheckBox, QFormLayout, QGroupBox, QHBoxLayout, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
-from ..data import from_modality_units, to_modality_units
-from ..experiments.sources import nearest_training_volume
-from ..model import display_name
-from ..runtime import PeakMemory, available_devices
-from ..runtime.pretrained import PRETRAINED, SCHEME, available
-from ..sampling import Sampler
-from ._helpers import combo, path_row, show_volume, spin
-from ._workers import WorkerGroup, notify_error, one_sentence
-from ._state import RunMetrics, state_for
+from ._helpers import (WrapLabel, combo, frame_3d, grid_of, path_row, scroll_area, show_volume, spin,
+                       start_worker)
+from ._loading import LazyWidget, bound_getattr
+
+#: the 3D camera of "Show in 3D" (napari's Euler angles in degrees): from above the front, turned a little
+CAMERA_ANGLES = (0.0, 30.0, 60.0)
+
+MODULES = ("torch", "napari_crfgan.sampling", "napari_crfgan.experiments.sources", "napari_crfgan.runtime.pretrained",
+           "napari_crfgan.widgets._workers", "napari_crfgan.widgets._state", "scipy.ndimage")
+_bound = False
+
+
+def _bind() -> None:
+    """Import what the widget needs (torch among it) as this module's globals, once (see `_loading`)."""
+    global _bound, from_modality_units, to_modality_units, nearest_training_volume, display_name, PeakMemory
+    global available_devices, PRETRAINED, SCHEME, available, Sampler, WorkerGroup, notify_error, one_sentence
+    global RunMetrics, state_for
+    if _bound:
+        return
+    import scipy.ndimage  # noqa: F401 (napari imports it for the first image layer: here, off the main thread)
+
+    from ..data import from_modality_units, to_modality_units
+    from ..experiments.sources import nearest_training_volume
+    from ..model import display_name
+    from ..runtime import PeakMemory, available_devices
+    from ..runtime.pretrained import PRETRAINED, SCHEME, available
+    from ..sampling import Sampler
+    from ._state import RunMetrics, state_for
+    from ._workers import WorkerGroup, notify_error, one_sentence
+
+    _bound = True
+
+
+__getattr__ = bound_getattr(_bind, MODULES, globals())
+
 
 def sampling_steps(sampler: Sampler, count: int, seed: int, label, chunk: int | None):
     """Yield one GeneratedVolume per seed; return (peak memory MB, seconds) of the run."""
@@ -54,44 +83,55 @@ def describe(sampler: Sampler) -> str:
     return "<br>".join(lines)
 
 
-class SampleWidget(QWidget):
-    def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__()
-        self.viewer = viewer
-        self.state = state_for(viewer)
-        self.sampler: Sampler | None = None
+class SampleWidget(LazyWidget):
+    _bind = staticmethod(_bind)
+    _modules = MODULES
+
+    def _setup(self) -> None:
+        self.sampler = None
         self._loading = ""
         self.worker = None
-        self.workers = WorkerGroup(self, on_close=self._idle)
         self._last_sample = ""  # name of the layer of the last generated volume
         self._references: tuple | None = None  # (sampler, (train, test)) prepared for that sampler
 
+    def _build(self) -> None:
+        self.state = state_for(self.viewer)
+        self.workers = WorkerGroup(self, on_close=self._idle)
+
         self.path = QLineEdit(self.state.checkpoint)
         self.path.setPlaceholderText("checkpoint.pt, its run folder or pretrained:<name>")
+        self.path.setToolTip("the checkpoint to load: a checkpoint.pt, the run folder holding it, or "
+                             "pretrained:<name> (a generator shipped with napari-crfgan)")
         # the generators shipped with the package: choosing one loads it, no training needed
         self.pretrained = combo([("choose…", None), *((f"{n}: {d}", SCHEME + n) for n, d in PRETRAINED.items()
                                                       if SCHEME + n in available())],
                                 tip="a demo generator shipped with napari-crfgan (crfgan pretrain rebuilds them)")
-        self.device = combo(available_devices(), "auto")
+        self.device = combo(available_devices(), "auto", "where the model runs: auto (a GPU when there is one), "
+                                                         "cpu, cuda:N or mps")
         self.load_button = QPushButton("Load")
-        self.info = QLabel("No model loaded.")
-        self.info.setWordWrap(True)
-        self.seed = spin(0, 0, 2**31 - 1, "volume i uses latent seed seed + i")
-        self.count = spin(1, 1, 256)
+        self.load_button.setToolTip("load the checkpoint in the background")
+        self.info = WrapLabel("No model loaded.")
+        self.seed = spin(0, 0, 2**31 - 1, "latent seed of the first volume: volume i uses seed + i")
+        self.count = spin(1, 1, 256, "number of volumes to generate (one layer each)")
         self.label = combo([], tip="class of a conditional model")
         self.chunked = QCheckBox("chunked decoding (less memory)")
+        self.chunked.setToolTip("decode the volume a few slices at a time: the same volume with less memory")
         self.chunk = spin(32, 4, 1024, "image slices decoded at a time")
         self.chunk.setSingleStep(4)
         self.generate_button = QPushButton("Generate")
+        self.generate_button.setToolTip("generate Count volumes in the background, one image layer each")
         self.view3d_button = QPushButton("Show in 3D")
+        self.view3d_button.setToolTip("3D view with an oblique camera fitted to the volumes; several sampled "
+                                      "volumes side by side (napari's grid mode)")
         self.nearest_button = QPushButton("Nearest training volume")
         self.nearest_button.setToolTip("before sharing a sample: show the training volume nearest to the selected "
                                        "(or last) sample beside it, and compare the distance with held-out scans")
-        self.seed_a, self.seed_b = spin(0, 0, 2**31 - 1), spin(1, 0, 2**31 - 1)
-        self.steps = spin(8, 2, 256)
+        self.seed_a = spin(0, 0, 2**31 - 1, "latent seed where the walk starts")
+        self.seed_b = spin(1, 0, 2**31 - 1, "latent seed where the walk ends")
+        self.steps = spin(8, 2, 256, "volumes along the walk, both ends included")
         self.interpolate_button = QPushButton("Interpolate")
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.interpolate_button.setToolTip("a latent walk between the two seeds, as one 4D layer")
+        self.status = WrapLabel("")
 
         form = QFormLayout()
         form.addRow("Checkpoint", path_row(self.path, False, "Checkpoint", "Checkpoints (*.pt);;All files (*)"))
@@ -115,13 +155,15 @@ class SampleWidget(QWidget):
         walk_form.addRow("To seed", self.seed_b)
         walk_form.addRow("Steps", self.steps)
         walk_form.addRow("", self.interpolate_button)
-        layout = QVBoxLayout(self)
+        body = QWidget()
+        layout = QVBoxLayout(body)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.nearest_button)
         layout.addWidget(walk)
         layout.addWidget(self.status)
         layout.addStretch()
+        self.layout().addWidget(scroll_area(body))
 
         self.load_button.clicked.connect(self.load)
         self.pretrained.currentIndexChanged.connect(self._choose_pretrained)
@@ -213,8 +255,25 @@ class SampleWidget(QWidget):
                     {"seeds": (a, b), "checkpoint": self.state.sampler_path, "model": s.checkpoint.describe()})
         self.status.setText(f"Latent walk of {walk.shape[0]} steps: browse it with the first slider.")
 
+    def _sampled_layers(self) -> list:
+        """The visible sampled volumes (3D image layers with a seed in their metadata)."""
+        return [layer for layer in self.viewer.layers
+                if isinstance(layer, napari.layers.Image) and layer.visible and "seed" in layer.metadata
+                and layer.ndim == 3]
+
     def show_3d(self) -> None:
-        self.viewer.dims.ndisplay = 3
+        """3D, an oblique camera fitted to the volumes; several samples side by side (grid mode), not stacked."""
+        samples = self._sampled_layers()
+        viewer = self.viewer
+        viewer.dims.ndisplay = 3
+        grid = grid_of(viewer)
+        grid.enabled = len(samples) > 1
+        if grid.enabled:
+            grid.stride = 1
+        frame_3d(viewer, CAMERA_ANGLES)
+        where = (f"{len(samples)} sampled volumes side by side (napari's grid mode; turn it off to stack them)"
+                 if len(samples) > 1 else "drag to turn the volume")
+        self.status.setText(f"3D view: {where}.")
 
     # ---- memorisation check ----------------------------------------------------------
     def _sample_layer(self):
@@ -279,7 +338,7 @@ class SampleWidget(QWidget):
         self.status.setText(text)
 
     def _run(self, func, *args, **slots) -> None:
-        self.worker = self.workers.start(func, *args, errored=self._failed, finished=self._idle, **slots)
+        self.worker = start_worker(self.workers, func, *args, errored=self._failed, finished=self._idle, **slots)
 
     def _failed(self, exc: BaseException) -> None:
         notify_error(exc)

@@ -7,6 +7,15 @@ Stop = `worker.quit()`: the worker closes the trainer generator, which writes a
 checkpoint at the last finished iteration; during the data preparation it ends the
 preparation thread too (at the next prepared volume) and waits for it. Closing the
 widget or the viewer stops the run the same way (`WorkerGroup`), and waits for it.
+
+The main thread does little per report: a report is stored and its losses appended to
+the plot's curves; every `REFRESH_S` a timer paints the plot, sets the status line, the
+shared state and napari's progress bar, and (at most every `PREVIEW_REFRESH_S`) gives
+the preview layer the newest preview volume. That layer is made once, hidden, when the
+data are ready (making a layer is napari's slowest step), not at the first preview.
+
+The module imports no torch: `_bind` (run in the import thread when the first dock
+opens, see `_loading`) imports the API and binds its names here.
 """
 from __future__ import annotations
 
@@ -16,31 +25,70 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import napari
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
+import numpy as np
 from napari.utils import progress
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
-                            QVBoxLayout, QWidget)
+from napari.utils.theme import get_theme
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLineEdit, QPushButton, QVBoxLayout,
+                            QWidget)
 from superqt import QCollapsible
 
-from ..data import DEMO_DATASETS
-from ..model import PRESETS, SYSTEMS
-from ..runtime import available_devices
-from ..training import TrainOptions, TrainReport, prepare_dataset, train
-from ..model.presets import LOSSES, STEPS, UPSAMPLING
-from ..model.recipes import RECIPES, RECOMMENDED
-from ..training.options import PRECISIONS
-from ._helpers import combo, path_row, rate_spin, show_volume, spin
-from ._workers import WorkerGroup, notify_error, one_sentence
-from ._state import RunMetrics, state_for
+from ._helpers import WrapLabel, combo, path_row, rate_spin, scroll_area, show_volume, spin, start_worker
+from ._loading import LazyWidget, bound_getattr
+from ._plot import LossPlot
 
-SYSTEM_CHOICES = [(spec.display_name, name) for name, spec in SYSTEMS.items()]
-#: every loss any system logs -> its label in the plot and the status line
-LOSS_LABELS = {k: v for spec in SYSTEMS.values() for k, v in spec.loss_labels.items()}
-DIAGNOSTIC_LABELS = {k: v for spec in SYSTEMS.values() for k, v in spec.diagnostic_labels.items()}
-DEFAULTS = TrainOptions()
 PREVIEW_LAYER = "training preview"
+#: how often (seconds) the plot, status line, shared state and progress bar follow the run
+REFRESH_S = 0.5
+#: how often (seconds) at most the preview layer gets a new volume
+PREVIEW_REFRESH_S = 2.0
+#: the widget's preview interval (TrainOptions' default, 0, shows none)
+PREVIEW_EVERY = 50
+APP_NAME = "napari-crfgan"
+
+MODULES = ("torch", "napari_crfgan.training", "napari_crfgan.widgets._workers", "napari_crfgan.widgets._state",
+           "scipy.ndimage")
+_bound = False
+
+
+def _bind() -> None:
+    """Import what the form and the run need (torch among it) as this module's globals, once (see `_loading`)."""
+    global _bound, DEMO_DATASETS, PRESETS, SYSTEMS, LOSSES, STEPS, UPSAMPLING, RECIPES, RECOMMENDED, PRECISIONS
+    global TrainOptions, TrainReport, prepare_dataset, train, WorkerGroup, notify_error, one_sentence, RunMetrics
+    global state_for, DEVICES, SYSTEM_CHOICES, LOSS_LABELS, DIAGNOSTIC_LABELS, DEFAULTS, HELP
+    if _bound:
+        return
+    import scipy.ndimage  # noqa: F401 (napari imports it for the first image layer: here, off the main thread)
+
+    from ..data import DEMO_DATASETS
+    from ..model import PRESETS, SYSTEMS
+    from ..model.presets import LOSSES, STEPS, UPSAMPLING
+    from ..model.recipes import RECIPES, RECOMMENDED
+    from ..runtime import available_devices
+    from ..training import TrainOptions, TrainReport, prepare_dataset, train
+    from ..training.options import PRECISIONS
+    from ._state import RunMetrics, state_for
+    from ._workers import WorkerGroup, notify_error, one_sentence
+
+    DEVICES = available_devices()  # once: it asks CUDA
+    SYSTEM_CHOICES = [(spec.display_name, name) for name, spec in SYSTEMS.items()]
+    #: every loss any system logs -> its label in the plot and the status line
+    LOSS_LABELS = {k: v for spec in SYSTEMS.values() for k, v in spec.loss_labels.items()}
+    DIAGNOSTIC_LABELS = {k: v for spec in SYSTEMS.values() for k, v in spec.diagnostic_labels.items()}
+    DEFAULTS = TrainOptions()
+    #: each TrainOptions field's help: the form's tooltips
+    HELP = {name: f.metadata["help"] for name, f in TrainOptions.__dataclass_fields__.items()}
+    _bound = True
+
+
+__getattr__ = bound_getattr(_bind, MODULES, globals())
+
+
+def default_run_folder(name: str) -> Path:
+    """`<the user's data directory>/napari-crfgan/runs/<name>`: absolute, and not wherever napari was started."""
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir(APP_NAME, appauthor=False)) / "runs" / name
 
 
 @dataclass(frozen=True)
@@ -109,76 +157,47 @@ def training_steps(options: TrainOptions, stopping: threading.Event | None = Non
     yield from train(options, dataset)  # closing this generator closes the trainer: checkpoint
 
 
-class LossPlot(FigureCanvasQTAgg):
-    """Loss curves of the run (top) and the CRF's diagnostics (bottom, CRF-GAN only)."""
+class TrainWidget(LazyWidget):
+    _bind = staticmethod(_bind)
+    _modules = MODULES
 
-    def __init__(self) -> None:
-        # fixed margins: a layout engine (tight_layout) would re-measure every text on every redraw
-        self.figure = Figure(figsize=(4, 3.6))
-        super().__init__(self.figure)
-        self.axes, self.diagnostics = self.figure.subplots(2, 1, sharex=True, height_ratios=(3, 2))
-        self.figure.subplots_adjust(left=0.17, right=0.97, top=0.97, bottom=0.12, hspace=0.08)
-        self.lines: dict = {}
-        self.clear()
-
-    def clear(self) -> None:
-        for ax, ylabel in ((self.axes, "loss"), (self.diagnostics, "CRF")):
-            ax.clear()
-            ax.set_ylabel(ylabel)
-        self.diagnostics.set_xlabel("iteration")
-        self.diagnostics.set_visible(False)
-        self.lines = {}
-        self.draw_idle()
-
-    def add(self, iteration: int, losses: dict) -> None:
-        for key, value in losses.items():
-            ax, labels = ((self.axes, LOSS_LABELS) if key in LOSS_LABELS else
-                          (self.diagnostics, DIAGNOSTIC_LABELS) if key in DIAGNOSTIC_LABELS else (None, None))
-            if ax is None:
-                continue
-            if key not in self.lines:
-                ax.set_visible(True)
-                (self.lines[key],) = ax.plot([], [], label=labels[key])
-                ax.legend(loc="upper right", fontsize="x-small")
-            line = self.lines[key]
-            line.set_data([*line.get_xdata(), iteration], [*line.get_ydata(), value])
-
-    def redraw(self) -> None:
-        for ax in (self.axes, self.diagnostics):
-            ax.relim()
-            ax.autoscale_view()
-        self.draw_idle()
-
-
-class TrainWidget(QWidget):
-    def __init__(self, viewer: napari.viewer.Viewer) -> None:  # long: the form, one row per field
-        super().__init__()
-        self.viewer = viewer
-        self.state = state_for(viewer)
+    def _setup(self) -> None:
         self.worker = None
         self.pbar = None
         self.options: TrainOptions | None = None
         self.spacing = (1.0, 1.0, 1.0)
         self.modality = "mri"
         self.last_report: TrainReport | None = None
-        self._drawn_at = 0.0
         self._failed = False
+        self._dirty = False  # reports came since the last refresh
+        self._preview: TrainReport | None = None  # the newest report with a preview not shown yet
+        self._preview_at = 0.0
+        self._auto_out = ""  # the default output folder last filled in (followed until someone edits it)
         self.progress_done = 0
+
+    def _build(self) -> None:  # long: the form, one row per field
+        self.state = state_for(self.viewer)
         self.workers = WorkerGroup(self, on_close=self._closed)
+        tip = HELP
 
         self.data = QComboBox()
         self.data.setEditable(True)
         self.data.addItems(DEMO_DATASETS)
-        self.data.setToolTip("a folder of .nii / .nii.gz / .npy volumes, or a demo set")
-        self.modality_box = combo(["auto", "ct", "mri"], "auto", "auto: CT when the data look like HU")
-        self.system = combo(SYSTEM_CHOICES, self.state.model)
-        self.preset = combo(list(PRESETS), self.state.preset)
-        self.batch = spin(self.state.batch_size, 1, 512)
-        self.iterations = spin(DEFAULTS.iterations, 1, 10_000_000)
-        self.preview_every = spin(50, 0, 1_000_000, "refresh the preview layer every K iterations (0: never)")
-        self.device = combo(available_devices(), self.state.device)
-        self.out = QLineEdit(str(Path(DEFAULTS.out).resolve()))
+        self.data.setToolTip(tip["data"])
+        self.modality_box = combo(["auto", "ct", "mri"], "auto", f"{tip['modality']}; auto: CT when the data look "
+                                                                 "like HU")
+        self.system = combo(SYSTEM_CHOICES, self.state.model, tip["model"])
+        self.preset = combo(list(PRESETS), self.state.preset, tip["preset"])
+        self.batch = spin(self.state.batch_size, 1, 512, tip["batch_size"])
+        self.iterations = spin(DEFAULTS.iterations, 1, 10_000_000, tip["iterations"])
+        self.preview_every = spin(PREVIEW_EVERY, 0, 1_000_000, tip["preview_every"])
+        self.device = combo(DEVICES, self.state.device, tip["device"])
+        self.out = QLineEdit()
+        self.out.setToolTip(tip["out"])
+        self.out_full = WrapLabel()  # the whole path: the line edit shows only part of a long one
+        self.out_full.setEnabled(False)  # greyed: information, not a field
         self.resume = QCheckBox("continue the checkpoint in the output folder")
+        self.resume.setToolTip(tip["resume"])
 
         form = QFormLayout()
         form.addRow("Data", path_row(self.data, True, "Dataset folder"))
@@ -190,25 +209,24 @@ class TrainWidget(QWidget):
         form.addRow("Preview every", self.preview_every)
         form.addRow("Device", self.device)
         form.addRow("Output folder", path_row(self.out, True, "Output folder"))
+        form.addRow("", self.out_full)
         form.addRow("Resume", self.resume)
 
-        self.lr_g, self.lr_d, self.lr_e = (rate_spin(f"{n} learning rate")
-                                           for n in ("generator", "discriminator", "encoder"))
-        self.seed = spin(DEFAULTS.seed, 0, 2**31 - 1)
-        self.checkpoint_every = spin(DEFAULTS.checkpoint_every, 1, 10_000_000)
-        self.demo_count = spin(0, 0, 10_000, "number of demo volumes (0: the demo's default)")
+        self.lr_g, self.lr_d, self.lr_e = (rate_spin(tip[name]) for name in ("lr_g", "lr_d", "lr_e"))
+        self.seed = spin(DEFAULTS.seed, 0, 2**31 - 1, tip["seed"])
+        self.checkpoint_every = spin(DEFAULTS.checkpoint_every, 1, 10_000_000, tip["checkpoint_every"])
+        self.demo_count = spin(0, 0, 10_000, f"{tip['demo_count']} (0: the demo's default)")
         self.demo_count.setSpecialValueText("default")
         self.conditional = QCheckBox("class-conditional on labels.csv")
-        self.precision = combo(list(PRECISIONS), DEFAULTS.precision, "bf16 / fp16 autocast need CUDA")
-        self.step = combo([("preset's (reference)", None), *((s, s) for s in STEPS)], None,
-                          TrainOptions.__dataclass_fields__["step"].metadata["help"])
-        help_of = {name: f.metadata["help"] for name, f in TrainOptions.__dataclass_fields__.items()}
+        self.conditional.setToolTip(tip["conditional"])
+        self.precision = combo(list(PRECISIONS), DEFAULTS.precision, tip["precision"])
+        self.step = combo([("preset's (reference)", None), *((s, s) for s in STEPS)], None, tip["step"])
         # the recommended recipe first and chosen (crfgan train's default stays the papers' own)
         self.recipe = combo([(f"{RECOMMENDED} (recommended)", RECOMMENDED),
-                             *((n, n) for n in RECIPES if n != RECOMMENDED)], RECOMMENDED, help_of["recipe"])
-        self.loss = combo([("recipe's", None), *((x, x) for x in LOSSES)], None, help_of["loss"])
-        self.upsample = combo([("recipe's", None), *((x, x) for x in UPSAMPLING)], None, help_of["upsample"])
-        self.ema_decay = rate_spin("moving average of the generator (0: the recipe's)")
+                             *((n, n) for n in RECIPES if n != RECOMMENDED)], RECOMMENDED, tip["recipe"])
+        self.loss = combo([("recipe's", None), *((x, x) for x in LOSSES)], None, tip["loss"])
+        self.upsample = combo([("recipe's", None), *((x, x) for x in UPSAMPLING)], None, tip["upsample"])
+        self.ema_decay = rate_spin(f"{tip['ema_decay']} (0 here: the recipe's)")
         self.ema_decay.setDecimals(4)
         self.ema_decay.setRange(0.0, 0.9999)
         self.ema_decay.setSingleStep(0.001)
@@ -226,34 +244,58 @@ class TrainWidget(QWidget):
         advanced.addWidget(adv)
 
         self.start_button = QPushButton("Start")
+        self.start_button.setToolTip("prepare the data and train in the background (the viewer stays usable)")
         self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("stop after the current iteration and write a checkpoint there")
         self.stop_button.setEnabled(False)
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.stop_button)
-        self.status = QLabel("Ready.")
-        self.status.setWordWrap(True)
-        self.plot = LossPlot()
+        self.status = WrapLabel("Ready.")
+        self.plot = LossPlot(LOSS_LABELS, DIAGNOSTIC_LABELS)
 
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(advanced)
-        layout.addLayout(buttons)
-        layout.addWidget(self.status)
-        layout.addWidget(self.plot)
+        body = QWidget()
+        column = QVBoxLayout(body)
+        column.addLayout(form)
+        column.addWidget(advanced)
+        column.addStretch()
+        layout = self.layout()
+        layout.addWidget(scroll_area(body), 2)  # the form scrolls; the buttons, status and plot stay in view
+        below = QVBoxLayout()
+        below.setContentsMargins(9, 0, 9, 9)
+        below.addLayout(buttons)
+        below.addWidget(self.status)
+        below.addWidget(self.plot, 1)
+        layout.addLayout(below, 1)
 
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setInterval(int(REFRESH_S * 1000))
+        self._refresh_timer.timeout.connect(self._refresh)
         for w in (self.system, self.preset, self.device):
             w.currentIndexChanged.connect(self._publish_choice)
         self.batch.valueChanged.connect(self._publish_choice)
+        self.out.textChanged.connect(self._show_out)
         self._publish_choice()
+        self.viewer.events.theme.connect(self._apply_theme)
+        self._apply_theme()
 
     # ---- form -> options -------------------------------------------------------------
     def _publish_choice(self, *_) -> None:
         s = self.state
         s.model, s.preset = self.system.currentData(), self.preset.currentData()
         s.batch_size, s.device = self.batch.value(), self.device.currentData()
+        if self.out.text() == self._auto_out:  # nobody chose a folder: the default follows the choice
+            self._auto_out = str(default_run_folder(f"{s.model}-{s.preset}"))
+            self.out.setText(self._auto_out)
+
+    def _show_out(self, text: str) -> None:
+        text = text.strip()
+        self.out_full.setText(f"writes {Path(text).expanduser().absolute() / 'checkpoint.pt'}" if text else "")
+
+    def _apply_theme(self, *_) -> None:
+        self.plot.set_theme(get_theme(self.viewer.theme))
 
     def training_options(self) -> TrainOptions:
         rates = {name: (box.value() or None) for name, box in
@@ -280,14 +322,15 @@ class TrainWidget(QWidget):
             notify_error(exc)
             return
         self.options, self.last_report = options, None
+        self._preview, self._dirty = None, False
         self.plot.clear()
         self.pbar = progress(total=0, desc="preparing data")
         self._set_running(True)
         self.status.setText("Preparing the data…")
         self._failed = False
         stopping = threading.Event()
-        self.worker = self.workers.start(training_steps, options, stopping, yielded=self._on_yielded,
-                                         errored=self._on_error, finished=self._on_finished, on_quit=stopping.set)
+        self.worker = start_worker(self.workers, training_steps, options, stopping, yielded=self._on_yielded,
+                                   errored=self._on_error, finished=self._on_finished, on_quit=stopping.set)
 
     def stop(self) -> None:
         if self.worker is not None:
@@ -304,7 +347,9 @@ class TrainWidget(QWidget):
     def _on_yielded(self, item) -> None:
         # napari's progress bar processes events when it moves, so a later item (or `finished`) can be
         # handled inside these calls: the bar is always updated last
-        if isinstance(item, Preparing) and self.pbar is not None and self.pbar.desc == "preparing data":
+        if isinstance(item, TrainReport):
+            self._on_report(item)
+        elif isinstance(item, Preparing) and self.pbar is not None and self.pbar.desc == "preparing data":
             self.status.setText(f"Preparing the data: {item.done} of {item.total} volumes…")
             self.pbar.total = item.total
             self.pbar.update(item.done - self.pbar.n)
@@ -312,22 +357,44 @@ class TrainWidget(QWidget):
             self.spacing = tuple(item.summary["spacing"])
             self.modality = item.summary["modality"]
             self.status.setText(f"Training on {item.summary['count']} {self.modality.upper()} volumes…")
+            if self.options.preview_every:
+                self._make_preview_layer()
+            self._refresh_timer.start()
             preparing, self.pbar = self.pbar, None
             preparing.close()
             self.pbar = progress(total=self.options.iterations, desc="training")
-        elif isinstance(item, TrainReport):
-            self._on_report(item)
+
+    def _make_preview_layer(self) -> None:
+        """The preview layer, hidden until the first preview: made now, not in the middle of the run."""
+        if PREVIEW_LAYER in self.viewer.layers:
+            return
+        size = PRESETS[self.options.preset].size
+        layer = show_volume(self.viewer, PREVIEW_LAYER, np.zeros((size,) * 3, np.float32), self.spacing,
+                            self.modality, {"iteration": 0})
+        layer.visible = False
 
     def _on_report(self, r: TrainReport) -> None:
+        """Store the report (the refresh timer shows it): no drawing here."""
         self.last_report = r
         self.plot.add(r.iteration, r.losses)
-        now = time.monotonic()
-        if now - self._drawn_at > 0.25 or r.iteration == r.iterations:
-            self.plot.redraw()
-            self._drawn_at = now
         if r.preview is not None:
-            show_volume(self.viewer, PREVIEW_LAYER, r.preview, self.spacing, self.modality,
-                        {"iteration": r.iteration, "checkpoint": r.checkpoint_path})
+            self._preview = r
+        self._dirty = True
+
+    def _refresh(self, final: bool = False) -> None:
+        """Show the newest report: plot, preview (at most every PREVIEW_REFRESH_S), state, status, bar."""
+        r = self.last_report
+        if r is None or not (self._dirty or final):
+            return
+        self._dirty = False
+        self.plot.redraw()
+        now = time.monotonic()
+        if self._preview is not None and (final or now - self._preview_at >= PREVIEW_REFRESH_S):
+            p, self._preview, self._preview_at = self._preview, None, now
+            layer = show_volume(self.viewer, PREVIEW_LAYER, p.preview, self.spacing, self.modality,
+                                {"iteration": p.iteration, "checkpoint": p.checkpoint_path})
+            if not layer.visible:
+                layer.visible = True
         self.state.last_run = RunMetrics("training", r.device, r.peak_memory_mb, r.iters_per_s,
                                          detail=f"{self.options.model} {self.options.preset}, "
                                                 f"batch {self.options.batch_size}, iteration {r.iteration}")
@@ -346,7 +413,8 @@ class TrainWidget(QWidget):
         import torch
 
         stopped = self.worker is not None and self.worker.abort_requested
-        self.plot.redraw()
+        self._refresh_timer.stop()
+        self._refresh(final=True)
         if self.pbar is not None:
             self.progress_done = self.pbar.n  # where the bar got to (kept for display and tests)
             self.pbar.close()
@@ -374,3 +442,4 @@ class TrainWidget(QWidget):
         self.state.training = False
         if pbar is not None:
             pbar.close()
+        self._refresh_timer.stop()  # last: the timer may be deleted with the widget already
