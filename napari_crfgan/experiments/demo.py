@@ -28,7 +28,8 @@ DEMO_COUNT = 60
 @dataclass
 class DemoOptions:
     out: str = option("runs/demo", "run folder: checkpoint, samples/ and montage.png")
-    iterations: int = option(2000, "training iterations")
+    iterations: int = option(1000, "training iterations (held-out quality was best near 1000 in the runs of "
+                                   "docs/recipes.md)")
     batch_size: int = option(TrainOptions.batch_size, "volumes per iteration")
     num: int = option(4, "volumes to sample")
     device: str = option(TrainOptions.device, "auto, cpu, cuda, cuda:N or mps")

@@ -29,7 +29,7 @@ from .demo import DEMO_COUNT, ensure_split
 @dataclass
 class PretrainOptions:
     name: str = option("demo-brain", "which pretrained model to build", choices=tuple(PRETRAINED))
-    iterations: int = option(3000, "training iterations (the shipped models: 3000)")
+    iterations: int = option(1000, "training iterations (the shipped models: 1000)")
     work: str = option("runs/pretrain", "folder of the full training run (<work>/<name>; resumable)")
     out: str = option(str(WEIGHTS_DIR), "folder the generator file <name>.pt is written to")
     recipe: str = option(RECOMMENDED, "training recipe")

@@ -46,7 +46,7 @@ RECIPES: dict[str, dict] = {
 
 
 #: the recipe of `crfgan demo`, `crfgan pretrain` and the Train widget's "recommended" choice
-RECOMMENDED = "pixelnorm-blur-ema"
+RECOMMENDED = "pixelnorm-blur-ema-slow-d"
 
 
 def recipe(name: str) -> dict:
