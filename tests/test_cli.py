@@ -18,8 +18,9 @@ def crfgan(*args, **kw):
 
 
 @pytest.mark.parametrize("model,preset,total", [
-    ("hagan", "paper-256", 79_744_884), ("hagan", "paper-128", 79_583_972),
-    ("crfgan", "paper-256", 57_244_594), ("crfgan", "paper-128", 57_209_762),
+    pytest.param("hagan", "paper-256", 79_744_884, marks=pytest.mark.slow),  # 14 s each; paper-128 runs always
+    ("hagan", "paper-128", 79_583_972),
+    pytest.param("crfgan", "paper-256", 57_244_594, marks=pytest.mark.slow), ("crfgan", "paper-128", 57_209_762),
 ])
 def test_params_json(model, preset, total):
     out = crfgan("params", "--model", model, "--preset", preset, "--json")
@@ -67,6 +68,7 @@ def test_kill_resume_sample(tmp_path):
         assert vol.data.min() >= 0 and vol.data.max() <= 1  # MRI units
 
 
+@pytest.mark.slow  # 72 s: the README's eval table end to end (the seam and grid tests are validated in test_artefacts)
 def test_eval_demo_floor_seams_and_blur():
     """`crfgan eval --real demo-brain --fake demo-brain`: at the floor; seams raise SDR and shallow KID
     well above it; a uniform blur leaves SDR where it was."""

@@ -91,6 +91,7 @@ def test_paper_budget_needs_cuda(tmp_path):
         run_paper_tables("paper", out=tmp_path, work=tmp_path / "work", device="cpu")
 
 
+@pytest.mark.slow  # 42 s; the suite is held to 15 minutes on 2 cores
 def test_side_by_side_training_matches_in_process_training(tmp_path):
     """The small budget trains every system in its own worker process; the checkpoints are the same."""
     import dataclasses
