@@ -158,24 +158,11 @@ def test_the_loss_plot_follows_the_napari_theme(make_napari_viewer, qtbot):
 
 def test_library_warnings_stay_out_of_notifications_and_own_ones_show(make_napari_viewer, qtbot, npy_folder,
                                                                       tmp_path, monkeypatch):
-    """During a run every warning reaches the widget (the worker's capture is process-wide): only
-    napari-crfgan's own (here a skipped dataset file) may become a notification."""
-    from matplotlib import MatplotlibDeprecationWarning, _api
-    from pydantic.warnings import PydanticDeprecatedSince20
-
-    from napari_crfgan.widgets import train as train_module
-
+    """During a run every warning reaches the widget (the worker's capture is process-wide, and the
+    training process's are issued again in it): only napari-crfgan's own (here a skipped dataset
+    file, warned in the training process) may become a notification."""
     (npy_folder / "broken.npy").write_bytes(b"not a volume")  # SkippedFilesWarning when the data are prepared
-    real_train = train_module.train  # (read before any dock: the module imports it then)
-
-    def noisy_train(options, dataset):
-        _api.warn_external("a matplotlib warning")  # what matplotlib warns with, pointing at its caller
-        warnings.warn("a matplotlib deprecation", MatplotlibDeprecationWarning, stacklevel=1)
-        warnings.warn(PydanticDeprecatedSince20("a pydantic deprecation"), stacklevel=1)
-        np.mean(np.zeros(0))  # numpy: "Mean of empty slice"
-        yield from real_train(options, dataset)
-
-    monkeypatch.setattr(train_module, "train", noisy_train)
+    monkeypatch.setattr("napari_crfgan.training.child.TRAIN_TARGET", "child_targets:noisy_train")
     viewer = make_napari_viewer()
     _, w = dock(viewer, "Train")
     set_up_training(w, npy_folder, tmp_path / "run", iterations=2)

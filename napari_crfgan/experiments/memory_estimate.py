@@ -22,6 +22,8 @@ import argparse
 import json
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from ..runtime.memory import available_memory_mb
 _MEMO: dict[str, "MemoryEstimate"] = {}
 CACHE_FILE = "memory-estimates.json"
 BYTES_PER_PARAMETER = 4 * 4  # fp32 weight, gradient and two Adam moments
+POLL_S = 0.2  # how often a measurement under way looks at its cancel request
 
 
 @dataclass(frozen=True)
@@ -81,19 +84,41 @@ def _write_cache(key: str, value: MemoryEstimate) -> None:
     write_json_atomic(_cache_path(), data)
 
 
-def measure_in_subprocess(model: str, preset: str, batch_size: int, device: str, timeout: float = 3600) -> dict:
-    """One warm-up and one measured training step in a fresh Python process."""
+class EstimateCancelled(RuntimeError):
+    """The measurement was stopped before it finished (its widget closed)."""
+
+
+def measure_in_subprocess(model: str, preset: str, batch_size: int, device: str, timeout: float = 3600,
+                          cancel: threading.Event | None = None) -> dict:
+    """One warm-up and one measured training step in a fresh Python process.
+
+    Setting `cancel` kills that process (within `POLL_S`) and raises EstimateCancelled."""
     cmd = [sys.executable, "-m", "napari_crfgan.experiments.memory_estimate", model, preset, str(batch_size), device]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if out.returncode != 0:
-        lines = (out.stderr.strip() or f"exit status {out.returncode}").splitlines()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            stdout, stderr = proc.communicate(timeout=POLL_S)
+            break
+        except subprocess.TimeoutExpired:
+            cancelled = cancel is not None and cancel.is_set()
+            if cancelled or time.monotonic() > deadline:
+                proc.kill()
+                proc.communicate()
+                if cancelled:
+                    raise EstimateCancelled("the memory measurement was cancelled") from None
+                raise TimeoutError(f"the memory measurement took more than {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        lines = (stderr.strip() or f"exit status {proc.returncode}").splitlines()
         raise RuntimeError(f"the memory measurement failed: {lines[-1]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def estimate_training_memory(model: str, preset: str, batch_size: int, device: str = "auto",
-                             use_cache: bool = True) -> MemoryEstimate:
-    """Peak memory of training `model`/`preset` at `batch_size` on `device`, measured once and cached."""
+                             use_cache: bool = True, cancel: threading.Event | None = None) -> MemoryEstimate:
+    """Peak memory of training `model`/`preset` at `batch_size` on `device`, measured once and cached.
+
+    Setting `cancel` stops a measurement under way (EstimateCancelled)."""
     dev = resolve_device(device)
     key = _key(model, preset, batch_size, str(dev))
     if use_cache:
@@ -108,7 +133,7 @@ def estimate_training_memory(model: str, preset: str, batch_size: int, device: s
     if free is not None and state > free:
         return MemoryEstimate(model, preset, batch_size, str(dev), round(state, 1), None, None,
                               f"more than the {free:.0f} MB free on {dev}; not measured")
-    r = measure_in_subprocess(model, preset, batch_size, str(dev))
+    r = measure_in_subprocess(model, preset, batch_size, str(dev), cancel=cancel)
     result = MemoryEstimate(model, preset, batch_size, str(dev), round(state, 1),
                             float(r["peak_memory_mb"]), float(r["iters_per_s"]), "measured one step")
     _MEMO[key] = result

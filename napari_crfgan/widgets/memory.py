@@ -16,6 +16,8 @@ beside it. The module imports no torch: `_bind` does (see `_loading`).
 """
 from __future__ import annotations
 
+import threading
+
 from qtpy.QtWidgets import QPushButton, QVBoxLayout, QWidget
 
 from ._helpers import WrapLabel, scroll_area, start_worker
@@ -125,8 +127,10 @@ class MemoryWidget(LazyWidget):
         self.estimate_button.setEnabled(False)
         self._estimating_while_training = self.state.training
         self.estimate_label.setText(f"Measuring one training step of {model} {preset} at batch {batch}…")
-        start_worker(self.workers, estimate_training_memory, model, preset, batch, device, returned=self._estimated,
-                     errored=self._failed, finished=lambda: self.estimate_button.setEnabled(True))
+        cancel = threading.Event()  # closing the widget kills the measuring process at once
+        start_worker(self.workers, estimate_training_memory, model, preset, batch, device, cancel=cancel,
+                     returned=self._estimated, errored=self._failed, on_quit=cancel.set,
+                     finished=lambda: self.estimate_button.setEnabled(True))
 
     def _estimated(self, estimate) -> None:
         self.estimate = estimate

@@ -1,12 +1,14 @@
-"""Train widget: a form for TrainOptions, and a worker that runs `napari_crfgan.train`.
+"""Train widget: a form for TrainOptions, and a run in a child process (`training.child`).
 
-The worker prepares the dataset and runs the trainer generator; it only yields
-(`Preparing`, `Prepared`, then each `TrainReport`). The main thread turns those
-into the progress bar, the loss plot, the preview layer and the shared state.
-Stop = `worker.quit()`: the worker closes the trainer generator, which writes a
-checkpoint at the last finished iteration; during the data preparation it ends the
-preparation thread too (at the next prepared volume) and waits for it. Closing the
-widget or the viewer stops the run the same way (`WorkerGroup`), and waits for it.
+A worker thread runs `train_in_child`, which starts a child process that prepares the
+dataset and trains, and yields what it sends (`Started`, `Preparing`, `Prepared`, then
+each `TrainReport`). The child owns the data, the model and the device: when the run
+ends, it exits and all the memory it used (GPU memory included) is the system's again,
+and a crash in training ends the child, never napari (the widget shows the error).
+Stop asks the child to stop after the current iteration and write a checkpoint there
+(during the data preparation, at the next prepared volume); its reports until then still
+arrive, and the worker ends when the child has exited. Closing the widget or the viewer stops the run the same way
+(`WorkerGroup`), and waits for it.
 
 The main thread does little per report: a report is stored and its losses appended to
 the plot's curves; every `REFRESH_S` a timer paints the plot, sets the status line, the
@@ -19,10 +21,8 @@ opens, see `_loading`) imports the API and binds its names here.
 """
 from __future__ import annotations
 
-import queue
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +54,8 @@ _bound = False
 def _bind() -> None:
     """Import what the form and the run need (torch among it) as this module's globals, once (see `_loading`)."""
     global _bound, DEMO_DATASETS, PRESETS, SYSTEMS, LOSSES, STEPS, UPSAMPLING, RECIPES, RECOMMENDED, PRECISIONS
-    global TrainOptions, TrainReport, prepare_dataset, train, WorkerGroup, notify_error, one_sentence, RunMetrics
+    global TrainOptions, TrainReport, train_in_child, Started, Preparing, Prepared, WorkerGroup, notify_error
+    global one_sentence, RunMetrics
     global state_for, DEVICES, SYSTEM_CHOICES, LOSS_LABELS, DIAGNOSTIC_LABELS, DEFAULTS, HELP
     if _bound:
         return
@@ -65,7 +66,8 @@ def _bind() -> None:
     from ..model.presets import LOSSES, STEPS, UPSAMPLING
     from ..model.recipes import RECIPES, RECOMMENDED
     from ..runtime import available_devices
-    from ..training import TrainOptions, TrainReport, prepare_dataset, train
+    from ..training import TrainOptions, TrainReport
+    from ..training.child import Prepared, Preparing, Started, train_in_child
     from ..training.options import PRECISIONS
     from ._state import RunMetrics, state_for
     from ._workers import WorkerGroup, notify_error, one_sentence
@@ -91,72 +93,6 @@ def default_run_folder(name: str) -> Path:
     return Path(user_data_dir(APP_NAME, appauthor=False)) / "runs" / name
 
 
-@dataclass(frozen=True)
-class Preparing:
-    done: int
-    total: int
-
-
-@dataclass(frozen=True)
-class Prepared:
-    summary: dict
-
-
-class _Stopped(Exception):
-    """Raised in the preparation thread, at its next progress report, once a stop is requested."""
-
-
-def _prepare(options: TrainOptions, stopping: threading.Event):
-    """prepare_dataset in a helper thread, yielding its progress; returns the dataset (None once stopped).
-
-    The thread never outlives this generator: a stop (`stopping` set, or the generator
-    closed) ends it at its next prepared volume, and the generator waits for it.
-    """
-    updates: queue.Queue = queue.Queue()
-    result: dict = {}
-
-    def progress(done: int, total: int) -> None:
-        if stopping.is_set():
-            raise _Stopped
-        updates.put(Preparing(done, total))
-
-    def run() -> None:
-        try:
-            result["dataset"] = prepare_dataset(options, progress=progress)
-        except BaseException as exc:  # re-raised in the worker below
-            result["error"] = exc
-        finally:
-            updates.put(None)
-
-    thread = threading.Thread(target=run, daemon=True, name="crfgan-prepare")
-    thread.start()
-    try:
-        while (update := updates.get()) is not None:
-            yield update
-    except BaseException:  # closed while preparing (Stop, or the widget went): end the preparation too
-        stopping.set()
-        raise
-    finally:
-        thread.join()
-    if isinstance(result.get("error"), _Stopped):
-        return None
-    if "error" in result:
-        raise result["error"]
-    return result["dataset"]
-
-
-def training_steps(options: TrainOptions, stopping: threading.Event | None = None):
-    """The worker's generator: Preparing..., Prepared, then the trainer's TrainReports.
-
-    Set `stopping` to stop during the data preparation (the worker's quit does)."""
-    stopping = threading.Event() if stopping is None else stopping
-    dataset = yield from _prepare(options, stopping)
-    if dataset is None or stopping.is_set():
-        return
-    yield Prepared(dataset.summary())
-    yield from train(options, dataset)  # closing this generator closes the trainer: checkpoint
-
-
 class TrainWidget(LazyWidget):
     _bind = staticmethod(_bind)
     _modules = MODULES
@@ -168,12 +104,14 @@ class TrainWidget(LazyWidget):
         self.spacing = (1.0, 1.0, 1.0)
         self.modality = "mri"
         self.last_report: TrainReport | None = None
-        self._failed = False
+        self._failed = ""  # the failure shown, once the run failed
         self._dirty = False  # reports came since the last refresh
         self._preview: TrainReport | None = None  # the newest report with a preview not shown yet
         self._preview_at = 0.0
         self._auto_out = ""  # the default output folder last filled in (followed until someone edits it)
         self.progress_done = 0
+        self.child_pid: int | None = None  # the training process of the current (or last) run
+        self._stopping = threading.Event()  # set: the run is asked to stop
 
     def _build(self) -> None:  # long: the form, one row per field
         self.state = state_for(self.viewer)
@@ -326,18 +264,20 @@ class TrainWidget(LazyWidget):
         self.plot.clear()
         self.pbar = progress(total=0, desc="preparing data")
         self._set_running(True)
-        self.status.setText("Preparing the data…")
-        self._failed = False
-        stopping = threading.Event()
-        self.worker = start_worker(self.workers, training_steps, options, stopping, yielded=self._on_yielded,
-                                   errored=self._on_error, finished=self._on_finished, on_quit=stopping.set)
+        self.status.setText("Starting the training process…")
+        self._failed, self.child_pid = "", None
+        self._stopping = threading.Event()
+        self.worker = start_worker(self.workers, train_in_child, options, self._stopping, yielded=self._on_yielded,
+                                   errored=self._on_error, finished=self._on_finished, on_quit=self._stopping.set)
 
     def stop(self) -> None:
         if self.worker is not None:
             self.stop_button.setEnabled(False)
             self.status.setText("Stopping after the current iteration; saving a checkpoint…"
                                 if self.last_report is not None else "Stopping…")
-            self.worker.quit()
+            # not worker.quit(): the reports the child sends until it has stopped still arrive, so the
+            # last one shown is the checkpoint's iteration (closing the widget quits the worker)
+            self._stopping.set()
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
@@ -349,6 +289,9 @@ class TrainWidget(LazyWidget):
         # handled inside these calls: the bar is always updated last
         if isinstance(item, TrainReport):
             self._on_report(item)
+        elif isinstance(item, Started):
+            self.child_pid = item.pid
+            self.status.setText(f"Training process {item.pid} started; preparing the data…")
         elif isinstance(item, Preparing) and self.pbar is not None and self.pbar.desc == "preparing data":
             self.status.setText(f"Preparing the data: {item.done} of {item.total} volumes…")
             self.pbar.total = item.total
@@ -399,20 +342,22 @@ class TrainWidget(LazyWidget):
                                          detail=f"{self.options.model} {self.options.preset}, "
                                                 f"batch {self.options.batch_size}, iteration {r.iteration}")
         losses = ", ".join(f"{LOSS_LABELS[k]} {v:.3g}" for k, v in r.losses.items() if k in LOSS_LABELS)
-        self.status.setText(f"Iteration {r.iteration} of {r.iterations}: {losses}. "
-                            f"{r.iters_per_s:.2f} it/s, ETA {r.eta_s:.0f} s, peak {r.peak_memory_mb:.0f} MB.")
+        if self._stopping.is_set() and not final:
+            self.status.setText(f"Stopping after iteration {r.iteration}; saving a checkpoint…")
+            return
+        self.status.setText(f"Iteration {r.iteration} of {r.iterations}: {losses}. {r.iters_per_s:.2f} it/s, "
+                            f"ETA {r.eta_s:.0f} s; on {r.device}, peak {r.peak_memory_mb:.0f} MB "
+                            f"(process {self.child_pid}).")
         if self.pbar is not None:  # last: napari's bar processes events, which may finish the run
             self.pbar.update(r.iteration - self.pbar.n)
 
     def _on_error(self, exc: BaseException) -> None:
-        self._failed = True
+        self._failed = f"Failed: {one_sentence(exc)}"  # kept: the final refresh would show the last report
         notify_error(exc)
-        self.status.setText(f"Failed: {one_sentence(exc)}")
+        self.status.setText(self._failed)
 
     def _on_finished(self) -> None:
-        import torch
-
-        stopped = self.worker is not None and self.worker.abort_requested
+        stopped = self._stopping.is_set()
         self._refresh_timer.stop()
         self._refresh(final=True)
         if self.pbar is not None:
@@ -420,12 +365,11 @@ class TrainWidget(LazyWidget):
             self.pbar.close()
         self.pbar, self.worker = None, None
         self._set_running(False)
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
         ckpt = self.options.checkpoint_path
         if ckpt.is_file() and self.last_report is not None:
             self.state.checkpoint = str(ckpt)
         if self._failed:
+            self.status.setText(self._failed)
             return
         at = self.last_report.iteration if self.last_report else 0
         if stopped and self.last_report is None:

@@ -5,11 +5,11 @@ closed, the interpreter exiting); a training run keeps its checkpoint; the data
 preparation thread ends with the run; an error in a worker is one line, not a traceback.
 Real viewers (run under xvfb-run), tiny presets on CPU.
 """
+import multiprocessing
 import os
 import subprocess
 import sys
 import textwrap
-import threading
 
 import pytest
 
@@ -23,7 +23,7 @@ from napari_crfgan.runtime import load_checkpoint  # noqa: E402
 pytestmark = pytest.mark.gui
 PLUGIN = "napari-crfgan"
 WAIT_MS = 120_000
-PREPARE_THREAD = "crfgan-prepare"
+TRAINING_PROCESS = "crfgan-train"
 
 
 def dock(viewer, name):
@@ -48,8 +48,9 @@ def set_up_training(w, data, out, iterations, demo_count=None):
         w.demo_count.setValue(demo_count)
 
 
-def preparation_threads():
-    return [t for t in threading.enumerate() if t.name == PREPARE_THREAD and t.is_alive()]
+def training_processes():
+    """The widget's training child processes still alive (the data preparation runs in them too)."""
+    return [p for p in multiprocessing.active_children() if p.name == TRAINING_PROCESS]
 
 
 def run_script(script: str, tmp_path) -> subprocess.CompletedProcess:
@@ -77,6 +78,36 @@ def test_closing_the_viewer_right_after_docking_memory_and_speed_does_not_abort(
     """, tmp_path)
     assert_clean_exit(proc)
     assert proc.stdout.strip().endswith("closed")
+
+
+def test_closing_the_viewer_during_a_memory_estimate_ends_the_measurement_and_exits_cleanly(tmp_path):
+    """Closing the viewer kills the estimate's measuring process (it does not wait for the step)."""
+    proc = run_script("""
+        import time
+        import napari
+        import psutil
+        from qtpy.QtWidgets import QApplication
+        viewer = napari.Viewer(show=False)
+        _, w = viewer.window.add_plugin_dock_widget("napari-crfgan", "Memory and speed")
+        w.state.preset = "small-64"  # a slow enough step to be caught in the middle
+        deadline = time.monotonic() + 60
+        while not hasattr(w, "estimate_button") and time.monotonic() < deadline:  # the form is built
+            QApplication.processEvents()
+            time.sleep(0.02)
+        w.run_estimate()
+        def measuring():
+            return [p for p in psutil.Process().children() if "memory_estimate" in " ".join(p.cmdline())]
+        while not measuring() and time.monotonic() < deadline:
+            QApplication.processEvents()
+            time.sleep(0.02)
+        child = measuring()[0]
+        viewer.close()
+        print("measuring process gone", not child.is_running() or child.status() == psutil.STATUS_ZOMBIE)
+    """, tmp_path)
+    assert_clean_exit(proc)
+    assert proc.stdout.strip().endswith("measuring process gone True"), proc.stdout
+    # killed, not waited for: a measurement that finished would have been cached
+    assert not (tmp_path / "cache" / "memory-estimates.json").exists()
 
 
 def test_exiting_mid_run_without_closing_stops_training_and_keeps_the_checkpoint(tmp_path):
@@ -127,12 +158,12 @@ def test_closing_mid_run_joins_the_training_worker_and_keeps_its_checkpoint(make
     ckpt = tmp_path / "run" / "checkpoint.pt"
     assert ckpt.is_file()
     assert worker.done and seen <= load_checkpoint(ckpt).iteration < 10_000
-    assert not preparation_threads()
+    assert not training_processes()
     assert not w.state.training and w.pbar is None and w.worker is None
 
 
 @pytest.mark.parametrize("how", ["stop", "close the viewer"])
-def test_stop_or_close_during_data_preparation_leaves_no_thread_running(make_napari_viewer, qtbot, tmp_path,
+def test_stop_or_close_during_data_preparation_leaves_no_process_running(make_napari_viewer, qtbot, tmp_path,
                                                                         monkeypatch, how):
     monkeypatch.setenv("CRFGAN_CACHE_DIR", str(tmp_path / "cache"))  # the demo volumes are generated: slow
     viewer = make_napari_viewer()
@@ -141,17 +172,17 @@ def test_stop_or_close_during_data_preparation_leaves_no_thread_running(make_nap
     w.start()
     qtbot.waitUntil(lambda: "Preparing the data: " in w.status.text(), timeout=WAIT_MS)
     worker = w.worker
-    assert preparation_threads()
+    assert training_processes()
     if how == "stop":
         w.stop()
         qtbot.waitUntil(lambda: w.worker is None, timeout=WAIT_MS)  # `finished` reached the widget
-        assert not preparation_threads()
+        assert not training_processes()
         assert w.status.text() == "Stopped before the first iteration; nothing was trained."
         assert w.start_button.isEnabled() and not w.state.training
     else:
         viewer.close()
     assert not worker.is_running and worker.done
-    assert not preparation_threads()
+    assert not training_processes()
     assert w.last_report is None and not (tmp_path / "run" / "checkpoint.pt").exists()
     demo = tmp_path / "cache" / "demo"  # the demo set cut short leaves nothing half-written
     assert not demo.exists() or not any(demo.iterdir())
@@ -160,13 +191,7 @@ def test_stop_or_close_during_data_preparation_leaves_no_thread_running(make_nap
 def test_an_unexpected_error_in_a_worker_is_one_line_and_ends_the_run(make_napari_viewer, qtbot, npy_folder,
                                                                       tmp_path, monkeypatch):
     """A RuntimeError (torch raises many) is reported like any error: one line, and the run ends."""
-    from napari_crfgan.widgets import train as train_module
-
-    def broken_train(options, dataset):
-        raise RuntimeError("something broke\nsecond line of detail")
-        yield  # a generator, like the trainer
-
-    monkeypatch.setattr(train_module, "train", broken_train)
+    monkeypatch.setattr("napari_crfgan.training.child.TRAIN_TARGET", "child_targets:broken_train")
     viewer = make_napari_viewer()
     _, w = dock(viewer, "Train")
     set_up_training(w, npy_folder, tmp_path / "run", iterations=3)

@@ -1,0 +1,209 @@
+"""Training in a child process that owns the data, the model and the device.
+
+The napari widget trains this way: when the run stops or finishes, the child exits and
+every byte it used goes back to the system (GPU memory too: CUDA frees a context only
+with its process), and a crash in training (a segfault, the out-of-memory killer) ends
+the child, not napari.
+
+`train_in_child` is a generator for a worker thread of the parent. It starts the child
+(spawn: a fresh interpreter, never a fork of a process that runs Qt threads) and yields
+what the child sends, in order: `Started`, `Preparing`..., `Prepared`, then each
+`TrainReport`. Setting `stopping` (or closing the generator) asks the child to stop:
+during the data preparation at its next volume, during training after the current
+iteration, where the trainer writes its checkpoint. The generator ends only once the
+child has exited. Warnings of the child are issued again in the parent, where the
+caller's warning handling sees them; an error of the child is raised in the parent, as
+the same exception where it survives pickling. The child also stops (and keeps its
+checkpoint) when the parent dies.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import multiprocessing as mp
+import os
+import pickle
+import queue
+import signal
+import threading
+import traceback
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from .options import TrainOptions
+from .trainer import TrainingError
+
+log = logging.getLogger(__name__)
+
+#: the function the child trains with, `module:name`, called as `train(options, dataset)`
+TRAIN_TARGET = "napari_crfgan.training.trainer:train"
+#: how often (seconds) the parent looks at its stop request and at the child while waiting
+POLL_S = 0.1
+#: how long (seconds) a stopped child may take to write its checkpoint and exit
+EXIT_TIMEOUT_S = 120.0
+PROCESS_NAME = "crfgan-train"
+
+
+@dataclass(frozen=True)
+class Started:
+    """The child process runs (its id, for the user and for tests)."""
+    pid: int
+
+
+@dataclass(frozen=True)
+class Preparing:
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Prepared:
+    summary: dict
+
+
+class _Stopped(Exception):
+    """Raised in the child's data preparation, at its next progress report, once a stop is asked."""
+
+
+# ---- the child ----------------------------------------------------------------------
+def _resolve(target: str) -> Callable:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _portable(exc: BaseException) -> bytes:
+    """`exc` pickled, or a RuntimeError with its type and message where it does not survive pickling."""
+    try:
+        blob = pickle.dumps(exc)
+        pickle.loads(blob)
+        return blob
+    except Exception:
+        return pickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
+
+
+def _child(options: TrainOptions, target: str, channel, stop) -> None:
+    """The child's whole life: prepare the data, train, send everything to the parent, exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides (Ctrl-C in its terminal reaches us too)
+    parent = mp.parent_process()
+
+    def stopping() -> bool:
+        return stop.is_set() or (parent is not None and not parent.is_alive())
+
+    def send(kind: str, payload) -> None:
+        channel.put((kind, payload))
+
+    def relay(message, category, filename, lineno, file=None, line=None) -> None:
+        send("warning", (str(message), category.__module__, category.__qualname__, str(filename), lineno))
+
+    warnings.simplefilter("default")  # each warning once per place, as a parent's default would show it
+    warnings.showwarning = relay
+    try:
+        send("item", Started(os.getpid()))
+        from .trainer import prepare_dataset
+
+        def progress(done: int, total: int) -> None:
+            if stopping():
+                raise _Stopped
+            send("item", Preparing(done, total))
+
+        try:
+            dataset = prepare_dataset(options, progress=progress)
+        except _Stopped:
+            dataset = None
+        if dataset is not None and not stopping():
+            send("item", Prepared(dataset.summary()))
+            steps = _resolve(target)(options, dataset)
+            try:
+                for report in steps:
+                    send("item", report)
+                    if stopping():
+                        break
+            finally:
+                steps.close()  # a stopped trainer writes its checkpoint here
+        send("done", None)
+    except BaseException as exc:
+        send("error", (_portable(exc), traceback.format_exc()))
+    finally:
+        channel.close()
+        channel.join_thread()  # everything sent has reached the pipe before the process exits
+
+
+# ---- the parent ---------------------------------------------------------------------
+def _warn_again(message: str, module: str, qualname: str, filename: str, lineno: int) -> None:
+    try:
+        category = _resolve(f"{module}:{qualname}")
+        if not (isinstance(category, type) and issubclass(category, Warning)):
+            raise TypeError
+    except Exception:  # a category the parent cannot import
+        category = UserWarning
+    warnings.warn_explicit(message, category, filename, lineno)
+
+
+def _ended_unexpectedly(proc, options: TrainOptions) -> TrainingError:
+    """The error for a child that exited without a word (a crash; short: the path must fit one line)."""
+    code = proc.exitcode
+    if code is not None and code < 0:
+        how = f"killed by signal {-code}" + (" (often out of memory)" if -code == getattr(signal, "SIGKILL", 9) else "")
+    else:
+        how = f"ended with exit code {code}"
+    kept = f"; its last checkpoint is kept: {options.checkpoint_path}" if options.checkpoint_path.is_file() else ""
+    return TrainingError(f"The training process was {how}{kept}.")
+
+
+def _wind_down(proc, channel) -> None:
+    """Wait for a child that was asked to stop (emptying its channel so it can exit); kill it if it hangs."""
+    remaining = EXIT_TIMEOUT_S
+    while proc.is_alive() and remaining > 0:
+        try:
+            channel.get(timeout=POLL_S)
+        except queue.Empty:
+            remaining -= POLL_S
+        except (EOFError, OSError, pickle.UnpicklingError):
+            break
+    proc.join(timeout=max(remaining, 1.0))
+    if proc.is_alive():
+        log.warning("the training process %s did not stop in %.0f s; killing it", proc.pid, EXIT_TIMEOUT_S)
+        proc.kill()
+        proc.join(timeout=10)
+    channel.close()
+    channel.join_thread()
+
+
+def train_in_child(options: TrainOptions, stopping: threading.Event | None = None,
+                   target: str | None = None) -> Iterator:
+    """Prepare the data and train in a child process, yielding Started, Preparing..., Prepared, TrainReports.
+
+    `target` (default: `TRAIN_TARGET`, read at the call) names the training function."""
+    stopping = threading.Event() if stopping is None else stopping
+    target = target or TRAIN_TARGET
+    ctx = mp.get_context("spawn")
+    channel, stop = ctx.Queue(), ctx.Event()
+    proc = ctx.Process(target=_child, args=(options, target, channel, stop), name=PROCESS_NAME, daemon=True)
+    proc.start()
+    try:
+        while True:
+            if stopping.is_set():
+                stop.set()
+            try:
+                kind, payload = channel.get(timeout=POLL_S)
+            except queue.Empty:
+                if proc.is_alive():
+                    continue
+                try:  # it may have sent its last words just before it exited
+                    kind, payload = channel.get(timeout=POLL_S)
+                except queue.Empty:
+                    raise _ended_unexpectedly(proc, options) from None
+            if kind == "item":
+                yield payload
+            elif kind == "warning":
+                _warn_again(*payload)
+            elif kind == "error":
+                blob, child_traceback = payload
+                log.debug("the training process failed:\n%s", child_traceback)
+                raise pickle.loads(blob)
+            else:  # done
+                return
+    finally:
+        stop.set()
+        _wind_down(proc, channel)
