@@ -1,9 +1,10 @@
 """CRF consistency widget: the trained CRF's per-patch view of a volume, as an overlay layer.
 
 `Sampler.consistency(volume)` gives one value per embedding patch and the layer
-geometry placing each patch over its voxels; the overlay adds the source layer's
-translate (and its scale relative to the model's spacing) so it lines up with the
-volume in world coordinates. Only image layers of the model's size are offered (a map of
+geometry placing each patch over its voxels; the overlay's affine takes that through
+the source layer's whole data-to-world transform (scale, translate, rotate, shear,
+affine), so it lines up with the volume in world coordinates however the volume is
+oriented. Only image layers of the model's size are offered (a map of
 another size would not line up); when there is none, the widget says so.
 The module imports no torch: `_bind` does (see `_loading`).
 """
@@ -45,12 +46,25 @@ MAPS = {
 COLORMAPS = ["magma", "viridis", "turbo", "inferno", "PiYG"]
 
 
-def overlay_geometry(cmap, source_layer, spacing) -> tuple[tuple, tuple]:
-    """(scale, translate) of the map layer, in the world frame of `source_layer`."""
-    ratio = np.asarray(source_layer.scale[-3:], dtype=float) / np.asarray(spacing, dtype=float)
-    scale = np.asarray(cmap.scale) * ratio
-    translate = np.asarray(cmap.translate) * ratio + np.asarray(source_layer.translate[-3:], dtype=float)
-    return tuple(scale), tuple(translate)
+def overlay_affine(cmap, source_layer, spacing) -> np.ndarray:
+    """The map layer's 4x4 data-to-world affine: each patch over the voxels it covers in `source_layer`.
+
+    The map's geometry (mm in the model's spacing) is first taken to the source's voxels,
+    then through the source's whole data-to-world transform (its scale, translate, rotate,
+    shear and affine, as napari composes them), so the map follows an oblique, flipped or
+    moved volume."""
+    from napari.utils.transforms import Affine
+
+    spacing = np.asarray(spacing, dtype=float)
+    to_voxels = Affine(scale=np.asarray(cmap.scale) / spacing, translate=np.asarray(cmap.translate) / spacing)
+    layer = Affine(scale=source_layer.scale, translate=source_layer.translate, rotate=source_layer.rotate,
+                   shear=source_layer.shear)
+    return source_layer.affine.affine_matrix @ layer.affine_matrix @ to_voxels.affine_matrix
+
+
+def patch_size_mm(affine: np.ndarray) -> np.ndarray:
+    """The world length of one map voxel along each of its axes."""
+    return np.linalg.norm(affine[:3, :3], axis=0)
 
 
 class ConsistencyWidget(LazyWidget):
@@ -196,14 +210,14 @@ class ConsistencyWidget(LazyWidget):
             return
         cmap, source, sampler = self.result
         data = getattr(cmap, kind)
-        scale, translate = overlay_geometry(cmap, source, sampler.spacing)
+        affine = overlay_affine(cmap, source, sampler.spacing)
         limits = (0.0, 1.0) if kind == "verdicts" else (float(data.min()), float(max(data.max(), data.min() + 1e-6)))
         name = f"{source.name} CRF {kind}"
         meta = {"source": source.name, "map": kind, "checkpoint": self.state.sampler_path}
         if self.overlay is not None and self.overlay in self.viewer.layers:
             self.viewer.layers.remove(self.overlay)
-        self.overlay = self.viewer.add_image(data, name=name, scale=scale, translate=translate,
-                                             contrast_limits=limits, metadata=meta, interpolation3d="nearest")
+        self.overlay = self.viewer.add_image(data, name=name, affine=affine, contrast_limits=limits, metadata=meta,
+                                             interpolation3d="nearest")
         self._style()
         note = ""
         grid = grid_of(self.viewer)
@@ -211,7 +225,7 @@ class ConsistencyWidget(LazyWidget):
             grid.enabled = False
             note = "<br>Grid mode is off, so the map lies over its volume."
         self.legend.setText(f"{MAPS[kind]}<br>Here {data.min():.3g} to {data.max():.3g} over "
-                            f"{data.size} patches of {'×'.join(f'{s:.3g}' for s in scale)} mm.{note}")
+                            f"{data.size} patches of {'×'.join(f'{s:.3g}' for s in patch_size_mm(affine))} mm.{note}")
 
     def _style(self, *_) -> None:
         if self.overlay is None or self.overlay not in self.viewer.layers:
