@@ -1,9 +1,12 @@
-"""Make docs/images/viewer.png: a generated volume in 3D with its CRF consistency overlay.
+"""Make docs/images/viewer.png and viewer_slice.png: the four docks tabbed, a generated volume.
 
 Trains a small CRF-GAN on a demo set first (unless --checkpoint is given), then
-opens a real napari viewer, loads the checkpoint in the "Model and sample" widget,
-generates a volume, computes its consistency map in the "CRF consistency map"
-widget and saves a screenshot of the window. Needs a display with OpenGL:
+opens a real napari viewer with the four docks tabbed on the right, loads the
+checkpoint in the "Model and sample" widget, generates a volume, computes its
+consistency map in the "CRF consistency map" widget, and saves two screenshots of the
+window: the volume in 3D at an oblique camera with the map over it (viewer.png), and
+an axial slice with the map, the Train dock in front (viewer_slice.png). Needs a
+display with OpenGL:
 
     xvfb-run -a -s "-screen 0 1920x1200x24" python scripts/screenshot.py
 """
@@ -58,9 +61,13 @@ def main() -> None:
 
     viewer = napari.Viewer(title="napari-crfgan")
     app = QApplication.instance()
-    viewer.window.resize(1600, 1150)
-    sample_dock, sample = viewer.window.add_plugin_dock_widget("napari-crfgan", "Model and sample")
-    crf_dock, crf = viewer.window.add_plugin_dock_widget("napari-crfgan", "CRF consistency map")
+    viewer.window.resize(1600, 1000)
+    docks = {name: viewer.window.add_plugin_dock_widget("napari-crfgan", name, tabify=True)
+             for name in ("Train", "Model and sample", "CRF consistency map", "Memory and speed")}
+    (sample_dock, sample), (crf_dock, crf) = docks["Model and sample"], docks["CRF consistency map"]
+    # the docks' own width (a form is cut off in napari's narrower default dock area)
+    viewer.window._qt_window.resizeDocks([sample_dock], [430], Qt.Orientation.Horizontal)
+    sample_dock.raise_()
     sample.path.setText(str(ckpt))
     sample.load()
     wait(app, sample)
@@ -74,18 +81,21 @@ def main() -> None:
     crf.opacity.setValue(0.3)
     crf.compute()
     wait(app, crf)
-    sample.show_3d()
-    viewer.reset_view()
-    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
-    camera.angles = (-15.0, 30.0, 120.0)
-    camera.zoom *= 0.75
-    # give each dock the height it needs
-    sample_dock.parentWidget().resizeDocks([sample_dock, crf_dock], [470, 600], Qt.Orientation.Vertical)
+    sample.show_3d()  # napari-crfgan's oblique camera, fitted to the volume
+    crf_dock.raise_()
     app.processEvents()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(str(out), canvas_only=False)
     print(f"saved {out}")
+    viewer.dims.ndisplay = 2
+    viewer.dims.set_point(0, viewer.dims.range[0].start + (viewer.dims.range[0].stop - viewer.dims.range[0].start) / 2)
+    viewer.reset_view()
+    docks["Train"][0].raise_()
+    app.processEvents()
+    slice_out = out.with_name(out.stem + "_slice" + out.suffix)
+    viewer.screenshot(str(slice_out), canvas_only=False)
+    print(f"saved {slice_out}")
     viewer.close()
 
 
