@@ -3,8 +3,11 @@ through napari_crfgan.data.write_nifti_volume.
 
 The layer's whole transform (scale, rotate, shear, translate and affine) is written as
 the file's geometry, less the display orientation the reader put into its ``affine``
-(named in the layer's metadata; a layer without that name is taken to be in the file's
-world frame, (z, y, x) RAS mm). A layer opened by the plugin is written back like its
+(named in the layer's metadata). A layer without that name whose ``affine`` is exactly a
+display orientation's is taken to carry that display too: napari's "new labels" button
+copies the selected image's transform, affine included, but not its metadata, and a
+segmentation drawn over an image must be saved where the image is. Any other layer is
+taken to be in the file's world frame, (z, y, x) RAS mm. A layer opened by the plugin is written back like its
 file: voxel order, header, the original qform / sform and codes while the layer has not
 been moved, and the stored dtype (with scl_slope / scl_inter) wherever that is lossless.
 So the reader gives back the same data, spacing, rotation and position.
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.nifti import compose_layer_transform, display_matrix, write_nifti_volume
+from .data.nifti import DISPLAY_ORIENTATIONS, compose_layer_transform, display_matrix, write_nifti_volume
 
 #: metadata key of the display orientation (the reader's DISPLAY_KEY; the writer may not import the reader)
 DISPLAY_KEY = "display_orientation"
@@ -31,12 +34,25 @@ def _volume(data) -> np.ndarray:
     return data
 
 
+def layer_display(meta: dict, ndim: int) -> str:
+    """The display orientation in a layer's affine: named in its metadata, else recognised (see above)."""
+    metadata = meta.get("metadata") or {}
+    named = metadata.get(DISPLAY_KEY) if isinstance(metadata, dict) else None
+    if named:
+        return named
+    affine = meta.get("affine")
+    matrix = getattr(affine, "affine_matrix", affine)
+    if matrix is not None and np.shape(matrix) == (ndim + 1, ndim + 1):
+        for name in DISPLAY_ORIENTATIONS:
+            if np.array_equal(np.asarray(matrix, dtype=float), display_matrix(name, ndim)):
+                return name
+    return "none"
+
+
 def layer_geometry(meta: dict, ndim: int) -> np.ndarray:
     """The 4x4 (D, H, W) -> (z, y, x) mm geometry of a layer's spatial (last three) axes."""
-    metadata = meta.get("metadata") or {}
     world = compose_layer_transform(meta, ndim)
-    display = metadata.get(DISPLAY_KEY) if isinstance(metadata, dict) else None
-    world = np.linalg.inv(display_matrix(display or "none", ndim)) @ world
+    world = np.linalg.inv(display_matrix(layer_display(meta, ndim), ndim)) @ world
     keep = list(range(ndim - 3, ndim + 1))
     return world[np.ix_(keep, keep)]
 

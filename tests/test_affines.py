@@ -97,6 +97,28 @@ def test_oblique_anisotropic_int16_round_trips_through_the_viewer(make_napari_vi
     np.testing.assert_allclose(world_of(back.affine, only_index(back.dataobj, MARK)), expected, atol=1e-4)
 
 
+@pytest.mark.gui
+def test_a_labels_layer_from_napari_new_labels_is_saved_over_its_image(make_napari_viewer, tmp_path):
+    """napari's "new labels" copies the selected image's transform (the display orientation in its
+    affine too) but not its metadata: the label painted on a voxel is written where that voxel is."""
+    affine = oblique_affine()
+    path = save(tmp_path / "oblique.nii.gz", ct_phantom(), affine)
+    viewer = make_napari_viewer()
+    [image] = viewer.open(str(path), plugin="napari-crfgan")
+    viewer.layers.selection.active = image
+    viewer._new_labels()  # what the layer list's "new labels" button calls
+    labels = viewer.layers[-1]
+    assert DISPLAY_KEY not in labels.metadata
+    index = only_index(image.data, MARK)
+    labels.data[index] = 7
+    out = tmp_path / "seg.nii.gz"
+    viewer.layers.selection = {labels}
+    viewer.layers.save(str(out), selected=True, plugin="napari-crfgan")
+    back = nib.load(str(out))
+    np.testing.assert_allclose(world_of(back.affine, only_index(back.dataobj, 7)), world_of(affine, MARK_IJK),
+                               atol=1e-4)
+
+
 def test_the_layer_transform_is_the_file_geometry_for_any_orientation(tmp_path, monkeypatch):
     """Without a display transform, napari's world coordinates are the file's (z, y, x) mm."""
     monkeypatch.setenv(DISPLAY_ENV, "none")

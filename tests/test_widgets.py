@@ -35,10 +35,12 @@ def idle(qtbot, widget):
     qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
 
 
-def box(layer):
-    """World extent of a layer's voxels, edges included."""
-    e, s = np.asarray(layer.extent.world), np.asarray(layer.scale)
-    return e[0] - s / 2, e[1] + s / 2
+def world_range(layer, axis):
+    """(min, max) world coordinate along `axis` of a 3D layer's voxel box, edges included."""
+    corners = [layer.data_to_world(np.array(c, dtype=float) * np.array(layer.data.shape) - 0.5)
+               for c in np.ndindex(2, 2, 2)]
+    values = [c[axis] for c in corners]
+    return min(values), max(values)
 
 
 def set_up_training(w, data, out, iterations, preview_every=0):
@@ -128,7 +130,7 @@ def test_bad_folder_is_one_error_notification_and_the_widget_stays_usable(make_n
     assert load_checkpoint(tmp_path / "run").iteration == 1
 
 
-def test_sampling_adds_scaled_layers_walks_and_3d(make_napari_viewer, qtbot, checkpoints):
+def test_sampling_adds_scaled_layers_walks_and_3d(make_napari_viewer, qtbot, checkpoints, tmp_path):
     viewer = make_napari_viewer()
     w = dock(viewer, "Model and sample")
     w.path.setText(checkpoints["crfgan"])
@@ -150,6 +152,14 @@ def test_sampling_adds_scaled_layers_walks_and_3d(make_napari_viewer, qtbot, che
         assert layer.metadata["seed"] == seed and layer.metadata["checkpoint"] == checkpoints["crfgan"]
         assert tuple(layer.contrast_limits) == (0.0, 1.0)  # MRI in [0, 1]
     np.testing.assert_allclose(viewer.layers["CRF-GAN seed 6"].data, w.sampler.sample(1, seed=6)[0].data, atol=1e-5)
+    # shown as the reader shows files: the sample saved to NIfTI and opened lies on the sample's layer
+    saved = w.sampler.sample(1, seed=6)[0].save(tmp_path / "seed6.nii.gz")
+    reopened = viewer.open(str(saved), plugin=PLUGIN)[0]
+    shown = viewer.layers["CRF-GAN seed 6"]
+    assert shown.metadata["display_orientation"] == reopened.metadata["display_orientation"] == "radiological"
+    for corner in np.ndindex(2, 2, 2):
+        at = np.array(corner, dtype=float) * 32 - 0.5
+        np.testing.assert_allclose(shown.data_to_world(at), reopened.data_to_world(at), atol=1e-4)
     assert w.state.last_run.kind == "sampling"
     w.show_3d()
     assert viewer.dims.ndisplay == 3
@@ -328,7 +338,8 @@ def test_nearest_training_volume_is_shown_beside_the_sample(make_napari_viewer, 
     np.testing.assert_allclose(near.data, to_modality_units(train[found["index"]][0].numpy(), modality), atol=1e-6)
     np.testing.assert_allclose(near.scale, sample.scale)
     np.testing.assert_allclose(near.translate, (2.0, -4.0, 6.0 + 1.1 * 32 * sample.scale[-1]))
-    assert box(near)[0][-1] > box(sample)[1][-1]  # beside it along x, not overlapping
+    near_x, sample_x = world_range(near, -1), world_range(sample, -1)
+    assert near_x[0] > sample_x[1] or near_x[1] < sample_x[0]  # beside it along x, not overlapping
     assert train.files[found["index"]] in w.status.text() and "No held-out test list" in w.status.text()
 
     # a checkpoint trained on a split: its train list is searched, its test list is the yardstick

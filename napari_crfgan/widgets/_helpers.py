@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFrame, QHBo
                             QPushButton, QScrollArea, QSpinBox, QWidget)
 
 from .._reader import image_layer_kwargs
+from ..data.nifti import display_orientation, make_geometry
 
 log = logging.getLogger("napari_crfgan.widgets")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -194,19 +195,26 @@ def frame_3d(viewer, angles) -> None:
 
 # ---- layers -------------------------------------------------------------------------
 def show_volume(viewer, name: str, data, spacing, modality: str, metadata: dict | None = None,
-                translate=None):
-    """Add an image layer (or replace the data of the layer called `name`), scaled in mm.
+                translate=None, direction=None):
+    """Add an image layer (or replace the data of the layer called `name`), in mm, as the reader shows files.
 
-    Replacing sets only what changed (each change is a refresh of the layer)."""
-    kwargs = image_layer_kwargs(name, data, spacing, translate, modality, metadata)
+    Its geometry is the spacing, `translate` (origin, mm) and `direction` (3x3, the training
+    data's axis directions; None: axis-aligned), and its affine the display orientation
+    (`CRFGAN_DISPLAY_ORIENTATION`), so a sample lies and looks like a training scan opened
+    beside it, and the writer takes the display off again. Replacing sets only what
+    changed (each change is a refresh of the layer)."""
+    origin = tuple(float(o) for o in translate) if translate is not None else (0.0, 0.0, 0.0)
+    kwargs = image_layer_kwargs(name, data, spacing, origin, modality, metadata,
+                                geometry=make_geometry(spacing, origin, direction), display=display_orientation())
     if name in viewer.layers:
         layer = viewer.layers[name]
         layer.metadata.update(kwargs["metadata"])
         layer.data = data
-        if not _same(layer.scale, kwargs["scale"]):
-            layer.scale = kwargs["scale"]
-        if not _same(layer.contrast_limits, kwargs["contrast_limits"]):
-            layer.contrast_limits = kwargs["contrast_limits"]
+        for key in ("scale", "translate", "rotate", "shear", "contrast_limits"):
+            if not _same(getattr(layer, key), kwargs[key]):
+                setattr(layer, key, kwargs[key])
+        if not _same(layer.affine.affine_matrix, kwargs["affine"]):
+            layer.affine = kwargs["affine"]
         return layer
     return viewer.add_image(data, **kwargs)
 

@@ -232,7 +232,7 @@ class SampleWidget(LazyWidget):
         meta = {"seed": v.seed, "label": v.label, "modality": v.modality,
                 "checkpoint": self.state.sampler_path, "model": s.checkpoint.describe()}
         layer = show_volume(self.viewer, f"{display_name(s.checkpoint.model)} seed {v.seed}", v.data, v.spacing,
-                            v.modality, meta)
+                            v.modality, meta, direction=s.direction)
         self._last_sample = layer.name
         self.status.setText(f"Generated seed {v.seed}.")
 
@@ -252,7 +252,8 @@ class SampleWidget(LazyWidget):
     def _add_walk(self, walk, a: int, b: int) -> None:
         s = self.sampler
         show_volume(self.viewer, f"walk {a} to {b}", walk, s.spacing, s.modality,
-                    {"seeds": (a, b), "checkpoint": self.state.sampler_path, "model": s.checkpoint.describe()})
+                    {"seeds": (a, b), "checkpoint": self.state.sampler_path, "model": s.checkpoint.describe()},
+                    direction=s.direction)
         self.status.setText(f"Latent walk of {walk.shape[0]} steps: browse it with the first slider.")
 
     def _sampled_layers(self) -> list:
@@ -313,15 +314,14 @@ class SampleWidget(LazyWidget):
         d, t = found["distance"], found["test_threshold"]
         held_out = "" if t is None else f"; held-out 5th pct {t:.3g}"
         name = f"nearest training: {found['file']} (distance {d:.3g}{held_out})"
-        width = layer.data.shape[-1] * float(layer.scale[-1])
+        width = layer.data.shape[-1] * float(sampler.spacing[-1])
         translate = [float(x) for x in layer.translate]
         translate[-1] += width * 1.1  # beside the sample along x, a gap of a tenth of its width
         meta = {"nearest_training": found["file"], "distance": d, "test_threshold": t,
                 "closer_than_test": found["closer_than_test"], "sample": layer.name,
                 "checkpoint": self.state.sampler_path}
-        shown = show_volume(self.viewer, name, to_modality_units(found["volume"], modality), layer.scale,
-                            modality, meta, translate=translate)
-        shown.translate = translate  # a layer of that name may already be there, elsewhere
+        show_volume(self.viewer, name, to_modality_units(found["volume"], modality), sampler.spacing, modality, meta,
+                    translate=translate, direction=sampler.direction)
         text = f"{layer.name}: nearest training volume {found['file']}, distance {d:.3g} (pooled to 16³). "
         if t is None:
             text += ("No held-out test list is recorded with this checkpoint (train on a split, crfgan split), "

@@ -55,7 +55,7 @@ def _bind() -> None:
     """Import what the form and the run need (torch among it) as this module's globals, once (see `_loading`)."""
     global _bound, DEMO_DATASETS, PRESETS, SYSTEMS, LOSSES, STEPS, UPSAMPLING, RECIPES, RECOMMENDED, PRECISIONS
     global TrainOptions, TrainReport, train_in_child, Started, Preparing, Prepared, WorkerGroup, notify_error
-    global one_sentence, RunMetrics
+    global one_sentence, RunMetrics, training_orientation
     global state_for, DEVICES, SYSTEM_CHOICES, LOSS_LABELS, DIAGNOSTIC_LABELS, DEFAULTS, HELP
     if _bound:
         return
@@ -66,6 +66,7 @@ def _bind() -> None:
     from ..model.presets import LOSSES, STEPS, UPSAMPLING
     from ..model.recipes import RECIPES, RECOMMENDED
     from ..runtime import available_devices
+    from ..sampling import training_orientation
     from ..training import TrainOptions, TrainReport
     from ..training.child import Prepared, Preparing, Started, train_in_child
     from ..training.options import PRECISIONS
@@ -102,6 +103,7 @@ class TrainWidget(LazyWidget):
         self.pbar = None
         self.options: TrainOptions | None = None
         self.spacing = (1.0, 1.0, 1.0)
+        self.direction = None  # the training data's axis directions (None: axis-aligned)
         self.modality = "mri"
         self.last_report: TrainReport | None = None
         self._failed = ""  # the failure shown, once the run failed
@@ -298,6 +300,7 @@ class TrainWidget(LazyWidget):
             self.pbar.update(item.done - self.pbar.n)
         elif isinstance(item, Prepared):
             self.spacing = tuple(item.summary["spacing"])
+            self.direction = training_orientation(item.summary)[1]
             self.modality = item.summary["modality"]
             self.status.setText(f"Training on {item.summary['count']} {self.modality.upper()} volumes…")
             if self.options.preview_every:
@@ -313,7 +316,7 @@ class TrainWidget(LazyWidget):
             return
         size = PRESETS[self.options.preset].size
         layer = show_volume(self.viewer, PREVIEW_LAYER, np.zeros((size,) * 3, np.float32), self.spacing,
-                            self.modality, {"iteration": 0})
+                            self.modality, {"iteration": 0}, direction=self.direction)
         layer.visible = False
 
     def _on_report(self, r: TrainReport) -> None:
@@ -335,7 +338,7 @@ class TrainWidget(LazyWidget):
         if self._preview is not None and (final or now - self._preview_at >= PREVIEW_REFRESH_S):
             p, self._preview, self._preview_at = self._preview, None, now
             layer = show_volume(self.viewer, PREVIEW_LAYER, p.preview, self.spacing, self.modality,
-                                {"iteration": p.iteration, "checkpoint": p.checkpoint_path})
+                                {"iteration": p.iteration, "checkpoint": p.checkpoint_path}, direction=self.direction)
             if not layer.visible:
                 layer.visible = True
         self.state.last_run = RunMetrics("training", r.device, r.peak_memory_mb, r.iters_per_s,
