@@ -7,9 +7,10 @@ the file's geometry, less the display orientation the reader put into its ``affi
 display orientation's is taken to carry that display too: napari's "new labels" button
 copies the selected image's transform, affine included, but not its metadata, and a
 segmentation drawn over an image must be saved where the image is. Any other layer is
-taken to be in the file's world frame, (z, y, x) RAS mm. A layer opened by the plugin is written back like its
-file: voxel order, header, the original qform / sform and codes while the layer has not
-been moved, and the stored dtype (with scl_slope / scl_inter) wherever that is lossless.
+taken to be in the file's world frame, (z, y, x) RAS mm. A layer opened by the plugin is
+written back like its file: voxel order, header, the original qform / sform and codes
+while the layer has not been moved, and the stored dtype (with scl_slope / scl_inter)
+wherever that is lossless.
 So the reader gives back the same data, spacing, rotation and position.
 """
 from __future__ import annotations

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from .options import TrainOptions
-from .trainer import TrainingError
+from .trainer import TrainingError, prepare_dataset
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,6 @@ def _child(options: TrainOptions, target: str, channel, stop) -> None:
     warnings.showwarning = relay
     try:
         send("item", Started(os.getpid()))
-        from .trainer import prepare_dataset
 
         def progress(done: int, total: int) -> None:
             if stopping():

@@ -7,8 +7,8 @@ ends, it exits and all the memory it used (GPU memory included) is the system's 
 and a crash in training ends the child, never napari (the widget shows the error).
 Stop asks the child to stop after the current iteration and write a checkpoint there
 (during the data preparation, at the next prepared volume); its reports until then still
-arrive, and the worker ends when the child has exited. Closing the widget or the viewer stops the run the same way
-(`WorkerGroup`), and waits for it.
+arrive, and the worker ends when the child has exited. Closing the widget or the viewer
+stops the run the same way (`WorkerGroup`), and waits for it.
 
 The main thread does little per report: a report is stored and its losses appended to
 the plot's curves; every `REFRESH_S` a timer paints the plot, sets the status line, the
@@ -347,10 +347,10 @@ class TrainWidget(LazyWidget):
         losses = ", ".join(f"{LOSS_LABELS[k]} {v:.3g}" for k, v in r.losses.items() if k in LOSS_LABELS)
         if self._stopping.is_set() and not final:
             self.status.setText(f"Stopping after iteration {r.iteration}; saving a checkpoint…")
-            return
-        self.status.setText(f"Iteration {r.iteration} of {r.iterations}: {losses}. {r.iters_per_s:.2f} it/s, "
-                            f"ETA {r.eta_s:.0f} s; on {r.device}, peak {r.peak_memory_mb:.0f} MB "
-                            f"(process {self.child_pid}).")
+        else:
+            self.status.setText(f"Iteration {r.iteration} of {r.iterations}: {losses}. {r.iters_per_s:.2f} it/s, "
+                                f"ETA {r.eta_s:.0f} s; on {r.device}, peak {r.peak_memory_mb:.0f} MB "
+                                f"(process {self.child_pid}).")
         if self.pbar is not None:  # last: napari's bar processes events, which may finish the run
             self.pbar.update(r.iteration - self.pbar.n)
 

@@ -1,8 +1,9 @@
 """Reliability: closing a widget or the viewer while its background work runs.
 
 Every widget stops and joins its workers when it goes (its dock closed, the viewer
-closed, the interpreter exiting); a training run keeps its checkpoint; the data
-preparation thread ends with the run; an error in a worker is one line, not a traceback.
+closed, the interpreter exiting); a training run keeps its checkpoint; the training
+process (where the data are prepared too) ends with the run; an error in a worker is
+one line, not a traceback.
 Real viewers (run under xvfb-run), tiny presets on CPU.
 """
 import multiprocessing
