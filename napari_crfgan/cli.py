@@ -55,13 +55,14 @@ def options_from(args: argparse.Namespace, cls):
 # ---- training with a progress bar ----------------------------------------------------------
 class _Stop:
     """First Ctrl-C or SIGTERM (what a cluster scheduler sends before it kills a job) asks the trainer to
-    stop cleanly after the current step and keep a checkpoint; a second one interrupts at once."""
+    stop cleanly after the current step and keep a checkpoint; a second Ctrl-C interrupts at once. A second
+    SIGTERM does not: under torchrun a worker gets one from the agent and one sent to the group."""
 
     def __init__(self) -> None:
         self.requested = False
 
     def __call__(self, signum, frame) -> None:
-        if self.requested:
+        if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
 
@@ -82,13 +83,18 @@ def _prepare(options):
         bars[-1].n = done
         bars[-1].refresh()
 
+    from . import distributed
+
+    main = distributed.is_main()  # under torchrun rank 0 alone speaks
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            dataset = prepare_dataset(options, progress=progress)
+            dataset = prepare_dataset(options, progress=progress if main else None)
         finally:
             for bar in bars:
                 bar.close()
+    if not main:
+        return dataset
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     part = f" (the train list of {dataset.split['path']})" if dataset.split else ""
@@ -101,13 +107,15 @@ def _with_progress(options, run):
     """Call `run(on_report, should_stop)` with a tqdm bar over the iterations and Ctrl-C as stop."""
     from tqdm import tqdm
 
+    from . import distributed
     from .model import system_spec
 
     shown = system_spec(options.model).loss_labels  # the losses; diagnostics stay in the reports
     stop = _Stop()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with tqdm(total=options.iterations, desc=f"{options.model} {options.preset}", unit="it") as bar:
+        with tqdm(total=options.iterations, desc=f"{options.model} {options.preset}", unit="it",
+                  disable=not distributed.is_main()) as bar:
             def on_report(report) -> None:
                 bar.n = report.iteration
                 bar.set_postfix({k: f"{v:.3f}" for k, v in report.losses.items() if k in shown}, refresh=False)
@@ -121,6 +129,10 @@ def _with_progress(options, run):
 
 
 def _print_run(run) -> None:
+    from . import distributed
+
+    if not distributed.is_main():
+        return
     if run.stopped:
         print(f"stopped at iteration {run.iteration}; checkpoint kept", file=sys.stderr)
     print(f"checkpoint: {run.checkpoint_path}")
@@ -131,10 +143,12 @@ def _print_run(run) -> None:
 
 # ---- commands -------------------------------------------------------------------------------
 def cmd_train(args) -> None:
+    from .runtime import process_device
     from .training import TrainOptions, decide_start, run_training
 
     options = options_from(args, TrainOptions)
     options.validate()
+    process_device(options.device)  # under torchrun: join the process group
     decide_start(options)  # refuse before the data are prepared
     dataset = _prepare(options)
     _print_run(_with_progress(options, lambda on_report, should_stop: run_training(
@@ -496,15 +510,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except KeyboardInterrupt:
-        print("crfgan: interrupted", file=sys.stderr)
+        print(f"{_who()}: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # one line for the user, whatever went wrong; --debug shows the traceback
         if args.debug:
             raise
         expected = (DatasetError, CheckpointError, TrainingError, ValueError, MemoryError, OSError)
-        print(f"crfgan: error: {error_line(e) if isinstance(e, expected) else unexpected_line(e)}", file=sys.stderr)
+        print(f"{_who()}: error: {error_line(e) if isinstance(e, expected) else unexpected_line(e)}", file=sys.stderr)
         return 2
+    finally:
+        if _DISTRIBUTED in sys.modules:
+            sys.modules[_DISTRIBUTED].shutdown()
     return 0
+
+
+_DISTRIBUTED = "napari_crfgan.distributed"  # imported by training only: the CLI starts without torch
+
+
+def _who() -> str:
+    """crfgan, or which torchrun process speaks."""
+    dist = sys.modules.get(_DISTRIBUTED)
+    return "crfgan" if dist is None or dist.world_size() == 1 else f"crfgan (rank {dist.rank()})"
 
 
 def error_line(e: Exception) -> str:

@@ -17,14 +17,16 @@ ALLOWED = {
     "_lazy": set(),
     "files": set(),
     "messages": set(),
-    "model": set(),
+    "distributed": set(),
+    "model": {"distributed"},
     "evaluation": {"messages"},
     "data": {"files", "_lazy"},
-    "runtime": {"model", "files", "messages"},
-    "training": {"model", "data", "runtime", "files"},
+    "runtime": {"model", "distributed", "files", "messages"},
+    "training": {"model", "distributed", "data", "runtime", "files"},
     "sampling": {"model", "data", "runtime"},
     "experiments": {"model", "evaluation", "data", "runtime", "training", "sampling", "files", "messages"},
-    "cli": {"model", "evaluation", "data", "runtime", "training", "sampling", "experiments", "files", "messages"},
+    "cli": {"model", "evaluation", "data", "runtime", "training", "sampling", "experiments", "files", "messages",
+            "distributed"},
     "_reader": {"data"},
     "_writer": {"data"},
     "_sample_data": {"data", "_reader"},
@@ -32,7 +34,8 @@ ALLOWED = {
     "__init__": {"_lazy"},
 }
 #: third-party packages a unit may import besides the standard library (None: any)
-THIRD_PARTY = {"model": {"torch"}, "evaluation": {"numpy", "scipy", "torch"}, "files": set(), "messages": set(),
+THIRD_PARTY = {"model": {"torch"}, "distributed": {"torch"}, "evaluation": {"numpy", "scipy", "torch"},
+               "files": set(), "messages": set(),
                "_lazy": set()}
 GUI = {"napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "vispy", "superqt"}
 GUI_UNITS = {"widgets", "_reader", "_writer", "_sample_data"}

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributed import sample_rows, sum_over_ranks
 from .presets import ModelConfig
 
 BACKGROUND = -1.0  # volumes are in [-1, 1]; -1 is air / background after preprocessing
@@ -29,13 +30,22 @@ ADA_INTERVAL = 4  # iterations between adjustments of the adaptive probability
 
 def _per_sample(x: torch.Tensor, p: float) -> torch.Tensor:
     """A [B, 1, 1, 1, 1] mask: 1 where an operation applies (probability p)."""
-    return (torch.rand(x.shape[0], 1, 1, 1, 1, device=x.device) < p).to(x.dtype)
+    return (_rand(x, x.shape[0], 1, 1, 1, 1) < p).to(x.dtype)
+
+
+def _rand(x: torch.Tensor, b: int, *shape: int, dtype=None) -> torch.Tensor:
+    """U(0, 1) per sample (this rank's rows of the global batch's draw; see runtime/distributed.py)."""
+    return sample_rows(lambda n: torch.rand(n, *shape, device=x.device, dtype=dtype), b)
+
+
+def _randint(x: torch.Tensor, low: int, high: int, b: int) -> torch.Tensor:
+    return sample_rows(lambda n: torch.randint(low, high, (n,), device=x.device), b)
 
 
 def translate(x: torch.Tensor, p: float, ratio: float = 0.125) -> torch.Tensor:
     b = x.shape[0]
     sizes = x.shape[2:]
-    shifts = [torch.randint(-int(s * ratio), int(s * ratio) + 1, (b,), device=x.device) for s in sizes]
+    shifts = [_randint(x, -int(s * ratio), int(s * ratio) + 1, b) for s in sizes]
     hit = _per_sample(x, p).view(b).bool()
     pad = [int(s * ratio) for s in sizes]
     padded = F.pad(x, (pad[2], pad[2], pad[1], pad[1], pad[0], pad[0]), value=BACKGROUND)
@@ -56,7 +66,7 @@ def cutout(x: torch.Tensor, p: float, ratio: float = 0.5) -> torch.Tensor:
     grids = torch.meshgrid(*(torch.arange(s, device=x.device) for s in sizes), indexing="ij")
     inside = torch.ones(b, *sizes, dtype=torch.bool, device=x.device)
     for k in range(3):
-        lo = torch.randint(0, sizes[k] - cut[k] + 1, (b,), device=x.device).view(b, 1, 1, 1)
+        lo = _randint(x, 0, sizes[k] - cut[k] + 1, b).view(b, 1, 1, 1)
         inside &= (grids[k][None] >= lo) & (grids[k][None] < lo + cut[k])
     mask = (inside[:, None].to(x.dtype) * _per_sample(x, p))
     return x * (1 - mask) + BACKGROUND * mask
@@ -65,8 +75,8 @@ def cutout(x: torch.Tensor, p: float, ratio: float = 0.5) -> torch.Tensor:
 def intensity(x: torch.Tensor, p: float) -> torch.Tensor:
     b = x.shape[0]
     hit = _per_sample(x, p)
-    brightness = (torch.rand(b, 1, 1, 1, 1, device=x.device, dtype=x.dtype) - 0.5) * hit
-    contrast = 1 + (torch.rand(b, 1, 1, 1, 1, device=x.device, dtype=x.dtype) - 0.5) * hit
+    brightness = (_rand(x, b, 1, 1, 1, 1, dtype=x.dtype) - 0.5) * hit
+    contrast = 1 + (_rand(x, b, 1, 1, 1, 1, dtype=x.dtype) - 0.5) * hit
     mean = x.mean(dim=(1, 2, 3, 4), keepdim=True)
     return (x - mean) * contrast + mean + brightness
 
@@ -105,8 +115,9 @@ class Augment(nn.Module):
         self.sign_count += d_real.shape[0]
         if (iteration + 1) % ADA_INTERVAL:
             return
-        r = float(self.sign_sum / self.sign_count.clamp_min(1))
-        step = float(self.sign_count) / self.images
+        total, count = sum_over_ranks(torch.stack([self.sign_sum, self.sign_count])).tolist()  # every rank's
+        r = total / max(count, 1.0)
+        step = count / self.images
         self.p.copy_((self.p + (step if r > self.target else -step)).clamp(0.0, 1.0))
         self.sign_sum.zero_()
         self.sign_count.zero_()

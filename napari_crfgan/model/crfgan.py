@@ -44,7 +44,7 @@ class CRFGAN(GANSystem):
             self.crf = PatchCRF(cfg)
 
     def critic(self, inputs, crop, features=False):
-        return self.d_high(inputs[0], crop, features)
+        return self.net("d_high")(inputs[0], crop, features)
 
     def crf_weight(self, iteration: int) -> float:
         if not self.uses_crf:
@@ -84,8 +84,9 @@ class CRFGAN(GANSystem):
             if self.uses_crf:
                 with torch.no_grad(), self.autocast():
                     real_emb = self.encoder(real)
-                fake_logit = self.crf(emb.detach(), d_gen.detach()[:, :1]).logit
-                real_logit = self.crf(real_emb, d_real.detach()[:, :1]).logit
+                crf = self.net("crf")
+                fake_logit = crf(emb.detach(), d_gen.detach()[:, :1]).logit
+                real_logit = crf(real_emb, d_real.detach()[:, :1]).logit
                 out["crf"] = self.step(optimizers["crf"], bce(fake_logit, 0.0) + bce(real_logit, 1.0))
         if self.uses_crf:
             out["crf_weight"] = w
@@ -141,8 +142,9 @@ class CRFGAN(GANSystem):
             d_fake = self.d_high(fake_slab, crop)
             d_real = self.d_high(real_slab, crop)
             real_emb = self.encoder(real)
-        fake = self.crf(emb, d_fake[:, :1], d_fake[:, 1:] if conditional else None)
-        real_out = self.crf(real_emb, d_real[:, :1], d_real[:, 1:] if conditional else None)
+        crf = self.net("crf")
+        fake = crf(emb, d_fake[:, :1], d_fake[:, 1:] if conditional else None)
+        real_out = crf(real_emb, d_real[:, :1], d_real[:, 1:] if conditional else None)
         loss = bce(fake.logit, 0.0) + bce(real_out.logit, 1.0)
         if conditional and labels is not None:
             loss = loss + torch.nn.functional.cross_entropy(real_out.class_logits, labels)

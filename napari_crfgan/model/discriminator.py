@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from .layers import halving_widths, leaky, minibatch_std, sn_conv, sn_linear
+from .layers import conv_leaky, halving_widths, leaky, minibatch_std, sn_conv, sn_linear
 from .presets import ModelConfig
 
 
@@ -48,12 +48,13 @@ class SubVolumeDiscriminator(nn.Module):
         self.fc1 = sn_linear(cfg.d_high_feature + 1, cfg.d_high_hidden, sn=sn)
         self.fc2 = sn_linear(cfg.d_high_hidden, 1 + cfg.num_classes, sn=sn)
         self.max_crop = cfg.max_crop
+        self.checkpointing = False  # activation checkpointing of the convs (GANSystem.set_activation_checkpointing)
 
     def forward(self, slab: torch.Tensor, crop_idx: int, features: bool = False):
         """Logits [B, 1 + classes]; with `features`, also the feature vector [B, d_high_feature]."""
         x = slab
         for conv in self.convs:
-            x = leaky(conv(x))
+            x = conv_leaky(conv, x, self.checkpointing)
         if self.minibatch_std:
             x = minibatch_std(x)
         feats = leaky(self.feature(x)).flatten(1)  # [B, feature]; flatten keeps B at batch 1
@@ -73,11 +74,12 @@ class LowResDiscriminator(nn.Module):
         self.convs = nn.ModuleList(sn_conv(a, b, 4, 2, 1, sn=sn) for a, b in zip([1] + widths, widths))
         self.minibatch_std = cfg.minibatch_std
         self.out = sn_conv(widths[-1] + self.minibatch_std, 1 + cfg.num_classes, 4, sn=sn)
+        self.checkpointing = False
 
     def forward(self, low: torch.Tensor) -> torch.Tensor:
         x = low
         for conv in self.convs:
-            x = leaky(conv(x))
+            x = conv_leaky(conv, x, self.checkpointing)
         if self.minibatch_std:
             x = minibatch_std(x)
         return self.out(x).flatten(1)

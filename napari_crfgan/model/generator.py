@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvBlock, OutputConv, upsample2
+from .layers import ConvBlock, OutputConv, checkpointed, upsample2
 from .presets import ModelConfig
 
 
@@ -32,9 +32,15 @@ class Trunk(nn.Module):
               for i, (cin, cout) in enumerate(zip(cins, ch)))
         )
 
+        self.checkpointing = False  # activation checkpointing per block (GANSystem.set_activation_checkpointing)
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.fc(z).view(z.shape[0], self.base, 4, 4, 4)
-        return self.blocks(x)
+        if not (self.checkpointing and torch.is_grad_enabled()):
+            return self.blocks(x)
+        for block in self.blocks:  # a block keeps only its input
+            x = checkpointed(block, x)
+        return x
 
 
 class SubVolumeHead(nn.Module):

@@ -43,15 +43,16 @@ class HAGAN(GANSystem):
     def critic(self, inputs, crop, features=False):
         """The mean of D^H on the slab and D^L on the low-resolution image (features: D^H's)."""
         slab, low = inputs
+        d_high, d_low = self.net("d_high"), self.net("d_low")
         if not features:
-            return (self.d_high(slab, crop) + self.d_low(low)) / 2
-        logits, feats = self.d_high(slab, crop, features=True)
-        return (logits + self.d_low(low)) / 2, feats
+            return (d_high(slab, crop) + d_low(low)) / 2
+        logits, feats = d_high(slab, crop, features=True)
+        return (logits + d_low(low)) / 2, feats
 
     def generate_both(self, z, crop):
         emb, slab = self.generate_slab(z, crop)
         with self.autocast():
-            return slab, self.low_head(emb)
+            return slab, self.net("low_head")(emb)
 
     def real_embedding(self, real: torch.Tensor) -> torch.Tensor:
         """E^H features of the whole real volume, without gradient: slab by slab (reference step:
@@ -91,7 +92,7 @@ class HAGAN(GANSystem):
 
         real_emb = self.real_embedding(real)
         with frozen(self.trunk, self.low_head, self.head), self.autocast():
-            z_hat, _ = self.condition(self.global_encoder(real_emb), labels)
+            z_hat, _ = self.condition(self.net("global_encoder")(real_emb), labels)
             slab_hat, low_hat = self.generate_both(z_hat, crop)
             loss_eg = (F.l1_loss(slab_hat.float(), real_slab) + F.l1_loss(low_hat.float(), real_low)) / 2
         out["global_encoder"] = self.step(optimizers["global_encoder"], loss_eg)

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
+from torch.utils.checkpoint import checkpoint
 
 _BLUR = torch.tensor([1.0, 2.0, 1.0]) / 4
 
@@ -94,6 +95,24 @@ def minibatch_std(x: torch.Tensor, group: int = 4) -> torch.Tensor:
 
 def leaky(x: torch.Tensor) -> torch.Tensor:
     return nn.functional.leaky_relu(x, 0.2)
+
+
+def checkpointed(fn, *args):
+    """fn(*args) with its activations recomputed in backward instead of kept (activation checkpointing).
+    Non-reentrant, and torch replays the RNG state, so a recomputed random draw is the same draw."""
+    return checkpoint(fn, *args, use_reentrant=False)
+
+
+def conv_leaky(conv: nn.Conv3d, x: torch.Tensor, checkpointing: bool) -> torch.Tensor:
+    """leaky(conv(x)); checkpointed, only the input is kept. The weight is read outside the recomputed
+    function, so spectral norm's power iteration runs once per forward, as without checkpointing."""
+    if not (checkpointing and torch.is_grad_enabled()):
+        return leaky(conv(x))
+    return checkpointed(_conv_leaky, x, conv.weight, conv.bias, conv.stride, conv.padding)
+
+
+def _conv_leaky(x, weight, bias, stride, padding):
+    return leaky(F.conv3d(x, weight, bias, stride, padding))
 
 
 def halving_widths(top: int, count: int) -> list[int]:

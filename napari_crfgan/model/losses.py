@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..distributed import sample_rows
 from .presets import ModelConfig
 
 
@@ -63,7 +64,7 @@ def gradient_penalty(critic: Critic, real: Sequence[torch.Tensor], fake: Sequenc
     """WGAN-GP: E[(|grad critic(x_hat)| - 1)^2] at x_hat between a real and a generated input (one mixing
     weight per sample, shared by all of a sample's inputs)."""
     b = real[0].shape[0]
-    alpha = torch.rand(b, device=real[0].device)
+    alpha = sample_rows(lambda n: torch.rand(n, device=real[0].device), b)
     mixed = [torch.lerp(f.detach().float(), r.detach().float(), alpha.view(b, *([1] * (r.dim() - 1))))
              for r, f in zip(real, fake)]
     return (_input_gradients(critic, mixed).add(1e-12).sqrt() - 1).pow(2).mean()

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import leaky, upsample2
+from ..distributed import sample_rows
+from .layers import checkpointed, leaky, upsample2
 from .presets import ModelConfig
 
 
@@ -55,7 +56,7 @@ class StyleBlock(nn.Module):
             x = upsample2(x, self.mode)
         x = self.conv(x, w)
         if self.training:
-            noise = torch.randn(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype)
+            noise = sample_rows(lambda n: torch.randn(n, 1, *x.shape[2:], device=x.device, dtype=x.dtype), x.shape[0])
         else:
             noise = self.fixed_noise.to(x.dtype)
         return leaky(x + self.noise_strength * noise + self.bias)
@@ -82,12 +83,14 @@ class StyleTrunk(nn.Module):
             blocks.append(StyleBlock(cin, cout, w_dim, side, i in upsampled, cfg.upsample))
         self.blocks = nn.ModuleList(blocks)
         self.latent_dim = cfg.latent_dim
+        self.checkpointing = False
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         # pixel norm of the latent part (not of the one-hot class), as StyleGAN's mapping input
         code, cls = z[:, :self.latent_dim], z[:, self.latent_dim:]
         w = self.mapping(torch.cat([code * torch.rsqrt(code.pow(2).mean(dim=1, keepdim=True) + 1e-8), cls], dim=1))
         x = self.const.expand(z.shape[0], -1, -1, -1, -1)
+        keep = not (self.checkpointing and torch.is_grad_enabled())
         for block in self.blocks:
-            x = block(x, w)
+            x = block(x, w) if keep else checkpointed(block, x, w)
         return x

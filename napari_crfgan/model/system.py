@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributed import sample_rows
 from . import losses
 from .augment import Augment
 from .decoding import decode_embedding
@@ -94,14 +95,43 @@ class GANSystem(nn.Module):
         }
 
     def set_precision(self, precision: str) -> None:
-        """'fp32', or 'bf16' / 'fp16' autocast (CUDA only; fp16 with a grad scaler)."""
+        """'fp32', or autocast: 'bf16' (CPU and CUDA) or 'fp16' (CUDA, with a gradient scaler)."""
         if precision == "fp32":
             self.autocast_dtype, self.scaler = None, None
             return
-        if self.device.type != "cuda":
-            raise ValueError(f"{precision} autocast needs a CUDA device, not {self.device.type}")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ValueError(f"fp16 autocast needs a CUDA device, not {self.device.type}; use bf16 there")
+        if self.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"{precision} autocast runs on CPU or CUDA, not {self.device.type}")
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+
+    def set_activation_checkpointing(self, on: bool) -> None:
+        """Recompute the trunk's and the discriminators' activations in backward instead of keeping them:
+        less memory for more time, the same numbers (nothing they recompute is random or stateful)."""
+        for name in ("trunk", "d_high", "d_low"):
+            if hasattr(self, name):
+                getattr(self, name).checkpointing = on
+
+    def distribute(self) -> None:
+        """Wrap each network in DistributedDataParallel, which averages its gradients over the process group
+        in backward. `net` hands out the wrapper where the network trains; elsewhere (frozen, or no gradient)
+        the plain module runs, so DDP never waits for gradients that will not come. Buffers are not
+        broadcast: every rank updates them alike (spectral norm's vectors follow the shared weights)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self._replicas = {name: DistributedDataParallel(getattr(self, name), device_ids=ids,
+                                                        forward_sync_buffers=False)
+                          for name in self.network_names}
+
+    def net(self, name: str) -> nn.Module:
+        """The network `name` as this step should call it: its DDP wrapper when distributed and it trains."""
+        module = getattr(self, name)
+        replica = getattr(self, "_replicas", {}).get(name)
+        if replica is None or not torch.is_grad_enabled() or not next(module.parameters()).requires_grad:
+            return module
+        return replica
 
     def autocast(self):
         if self.autocast_dtype is None:
@@ -190,7 +220,7 @@ class GANSystem(nn.Module):
         Fake classes are `labels` when given (the reference step generates the real
         batch's classes), else drawn uniformly (the fast step).
         """
-        z = torch.randn(batch, self.cfg.latent_dim, device=self.device)
+        z = sample_rows(lambda n: torch.randn(n, self.cfg.latent_dim, device=self.device), batch)
         return self.condition(z, labels)
 
     def condition(self, z: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -198,7 +228,7 @@ class GANSystem(nn.Module):
         if k == 0:
             return z, None
         if labels is None:
-            labels = torch.randint(0, k, (z.shape[0],), device=z.device)
+            labels = sample_rows(lambda n: torch.randint(0, k, (n,), device=z.device), z.shape[0])
         return torch.cat([z, F.one_hot(labels, k).to(z.dtype)], dim=1), labels
 
     def class_loss(self, logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -213,20 +243,20 @@ class GANSystem(nn.Module):
     def encoder_loss(self, real_slab: torch.Tensor, optimizers: dict) -> torch.Tensor:
         """E^H learns to invert G^H on real slabs (G frozen): L1 reconstruction."""
         with frozen(self.head), self.autocast():
-            rec = self.head(self.encoder(real_slab))
+            rec = self.head(self.net("encoder")(real_slab))
             loss = F.l1_loss(rec.float(), real_slab)
         return self.step(optimizers["encoder"], loss)
 
     # ---- generation --------------------------------------------------------
     def embed(self, z: torch.Tensor) -> torch.Tensor:
         with self.autocast():
-            return self.trunk(z)
+            return self.net("trunk")(z)
 
     def generate_slab(self, z: torch.Tensor, crop_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(embedding of the whole volume, image slab at crop_idx)."""
         emb = self.embed(z)
         with self.autocast():
-            return emb, self.head(embedding_slab(emb, crop_idx, self.cfg))
+            return emb, self.net("head")(embedding_slab(emb, crop_idx, self.cfg))
 
     def sampling_networks(self) -> tuple[nn.Module, nn.Module]:
         """(G^A, G^H) as sampled: their moving average when the recipe keeps one, else the trained ones."""

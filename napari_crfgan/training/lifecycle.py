@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
+from .. import distributed
 from ..files import TMP_MARK, check_writable
 from ..model import build_system, get_config
-from ..runtime import CheckpointError, load_checkpoint, resolve_device
+from ..runtime import CheckpointError, load_checkpoint, process_device
 from ..runtime.memory import available_memory_mb
 from .identity import differences, recorded_identity
 from .options import TrainOptions, run_identity
@@ -39,29 +40,41 @@ def remove_stale_temporaries(folder: Path, name: str) -> list[Path]:
     return stale
 
 
-def memory_floor_mb(options: TrainOptions) -> float:
-    """What a step needs at the very least: fp32 weights, gradients and both Adam moments (counted on the
-    meta device) and two copies of the batch. A lower bound: a run that needs more is surely refused."""
+def memory_floor_mb(options: TrainOptions, world_size: int = 1) -> float:
+    """What a step needs at the very least in each process: fp32 weights, gradients and both Adam moments
+    (counted on the meta device; DDP adds its gradient buckets) and two copies of this process's share of
+    the batch. A lower bound: a run that needs more is surely refused."""
     cfg = get_config(options.preset, **options.config_fields())
     with torch.device("meta"):
         parameters = sum(build_system(options.model, cfg).network_counts().values())
-    return (parameters * 16 + 2 * options.batch_size * cfg.size**3 * 4) / 2**20
+    per_parameter = 16 + (4 if world_size > 1 else 0)
+    return (parameters * per_parameter + 2 * options.batch_size // world_size * cfg.size**3 * 4) / 2**20
 
 
 def check_memory(options: TrainOptions, device: torch.device) -> None:
     """Refuse a batch that cannot fit, with a sentence, instead of being killed by the kernel mid-step."""
     free = available_memory_mb(device)
-    need = memory_floor_mb(options)
+    world = distributed.world_size()
+    sharing = world if device.type == "cpu" else 1  # processes on the CPU share its memory
+    need = memory_floor_mb(options, world) * sharing
     if free is not None and need > free:
+        on = f" in {sharing} processes" if sharing > 1 else ""
         raise MemoryError(f"batch size {options.batch_size} at preset {options.preset} needs at least "
-                          f"{need:,.0f} MB (weights, optimiser state and the batch), more than the {free:,.0f} MB "
+                          f"{need:,.0f} MB{on} (weights, optimiser state and the batch), more than the {free:,.0f} MB "
                           f"free on {device}; choose a smaller --batch-size or preset")
 
 
 def decide_start(options: TrainOptions) -> RunStart:
     """Start, resume or refuse (CheckpointError / OSError, one sentence) the run `options` describe."""
     path = options.checkpoint_path
-    check_memory(options, resolve_device(options.device))
+    device = process_device(options.device)
+    world = distributed.world_size()
+    if options.batch_size % world:
+        raise ValueError(f"--batch-size {options.batch_size} is the global batch, split over {world} processes: "
+                         f"it must be a multiple of {world}")
+    if options.precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"--precision fp16 needs a CUDA device, not {device}; bf16 runs on the CPU")
+    check_memory(options, device)
     check_writable(path.parent)
     exists = path.is_file()
     if options.resume == "yes" and not exists:

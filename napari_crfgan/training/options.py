@@ -42,7 +42,7 @@ class TrainOptions:
     model: str = option("crfgan", "GAN system", choices=lambda: tuple(SYSTEMS))
     preset: str = option("small-64", "model configuration", choices=lambda: tuple(PRESETS))
     iterations: int = option(2000, "train until this iteration")
-    batch_size: int = option(4, "volumes per iteration")
+    batch_size: int = option(4, "volumes per iteration (under torchrun: the global batch, split over the processes)")
     resume: str = option("no", "continue the checkpoint in --out (--resume alone: yes; auto: continue one "
                                "if there is one, reuse a finished run)", choices=RESUME_MODES, const="yes")
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
@@ -50,7 +50,10 @@ class TrainOptions:
     checkpoint_every: int = option(250, "write the checkpoint every K iterations (and on stop and at the end)")
     modality: str | None = option(None, "preprocessing (default: detect)", choices=("ct", "mri"))
     conditional: bool = option(False, "class-conditional on the folder's labels.csv")
-    precision: str = option("fp32", "fp32, or bf16 / fp16 autocast (CUDA)", choices=PRECISIONS)
+    precision: str = option("fp32", "fp32, or autocast: bf16 (CPU and CUDA) or fp16 (CUDA, with gradient scaling)",
+                            choices=PRECISIONS)
+    checkpoint_activations: bool = option(False, "recompute the trunk's and the discriminators' activations in "
+                                                 "backward instead of keeping them: less memory, more time")
     step: str | None = option(None, "training step: reference (as the reference code; the presets' default) or "
                                     "fast (cheaper, not the paper's: the G and CRF steps reuse the D step's fake)",
                               choices=STEPS)

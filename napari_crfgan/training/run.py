@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import distributed
 from ..data import VolumeDataset
 from ..runtime import load_checkpoint
 from .options import TrainOptions, TrainReport
@@ -44,7 +45,8 @@ def run_training(options: TrainOptions, dataset: VolumeDataset | None = None,
         last = report
         if on_report is not None:
             on_report(report)
-        if should_stop is not None and should_stop():
+        asked = should_stop is not None and should_stop()
+        if distributed.any_rank(asked):  # under torchrun every rank stops after the same iteration
             gen.close()  # the trainer writes the checkpoint at this iteration
             stopped = True
             break

@@ -17,9 +17,10 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from .. import distributed
 from ..data import DatasetError, VolumeDataset, find_split, to_modality_units
 from ..model import build_system, get_config, system_spec
-from ..runtime import (Checkpoint, CheckpointError, PeakMemory, load_checkpoint, resolve_device, save_checkpoint,
+from ..runtime import (Checkpoint, CheckpointError, PeakMemory, load_checkpoint, process_device, save_checkpoint,
                        torch_threads)
 from ..runtime.checkpoint import check_weights, load_optimizers
 from .identity import data_digest, recorded_identity
@@ -32,7 +33,19 @@ class TrainingError(RuntimeError):
 
 
 def prepare_dataset(options: TrainOptions, progress: Callable[[int, int], None] | None = None) -> VolumeDataset:
-    """Load (and cache) the training volumes; raises DatasetError before any training."""
+    """Load (and cache) the training volumes; raises DatasetError before any training. Under torchrun rank 0
+    prepares them (and fills the cache) while the other ranks wait, then they read the cache."""
+    if not distributed.active():
+        return _load_dataset(options, progress)
+    if not distributed.is_main():
+        distributed.barrier()
+        return _load_dataset(options, None)
+    dataset = _load_dataset(options, progress)
+    distributed.barrier()
+    return dataset
+
+
+def _load_dataset(options: TrainOptions, progress: Callable[[int, int], None] | None) -> VolumeDataset:
     size = get_config(options.preset).size
     kw = dict(modality=options.modality, conditional=options.conditional, progress=progress)
     split = find_split(options.split, options.out)
@@ -59,7 +72,7 @@ def train(options: TrainOptions, dataset: VolumeDataset | None = None) -> Iterat
     Starts, resumes or refuses as `lifecycle.decide_start` says, before any data is read.
     """
     options.validate()
-    device = resolve_device(options.device)
+    device = process_device(options.device)
     start_plan = decide_start(options)
     if dataset is None:
         dataset = prepare_dataset(options)
@@ -73,14 +86,17 @@ def train(options: TrainOptions, dataset: VolumeDataset | None = None) -> Iterat
 def _train_loop(options: TrainOptions, dataset: VolumeDataset, cfg, device: torch.device,
                 resume: bool) -> Iterator[TrainReport]:
     memory = PeakMemory(device)
+    main, world = distributed.is_main(), distributed.world_size()
+    rows = options.batch_size // world  # this rank's rows of the global batch
     torch.manual_seed(options.seed)  # the initial weights
     system = build_system(options.model, cfg).to(device)
     system.set_precision(options.precision)
+    system.set_activation_checkpointing(options.checkpoint_activations)
     optimizers = system.make_optimizers()
     ckpt_path = options.checkpoint_path
     start = 0
     data_record = {**dataset.summary(), "digest": data_digest(dataset)}
-    options_record = options.record()
+    options_record = {**options.record(), "world_size": world}
     if resume:
         ckpt = load_checkpoint(ckpt_path, model=options.model, preset=options.preset, config=cfg)
         check_weights(system.state_dict(), ckpt.state, f"{options.model} {options.preset}")
@@ -88,6 +104,8 @@ def _train_loop(options: TrainOptions, dataset: VolumeDataset, cfg, device: torc
         load_optimizers(optimizers, ckpt.optimizers, ckpt_path)
         start = ckpt.iteration
         options_record["history"] = _history(options, ckpt, data_record["digest"])
+    if world > 1:
+        system.distribute()  # after loading: every rank starts from the same weights
     system.train()
 
     labels = torch.tensor(dataset.labels, dtype=torch.long) if cfg.num_classes else None
@@ -120,11 +138,11 @@ def _train_loop(options: TrainOptions, dataset: VolumeDataset, cfg, device: torc
     try:
         for it in range(start, options.iterations):
             torch.manual_seed(_iteration_seed(options.seed, it))
-            idx = torch.randint(0, len(dataset), (options.batch_size,))
+            idx = distributed.sample_rows(lambda n: torch.randint(0, len(dataset), (n,)), rows)
             real = torch.stack([dataset[int(i)] for i in idx]).to(device)
             batch_labels = labels[idx].to(device) if labels is not None else None
             try:
-                losses = system.train_step(real, batch_labels, it, optimizers)
+                losses = distributed.mean_over_ranks(system.train_step(real, batch_labels, it, optimizers))
             except torch.OutOfMemoryError:
                 raise TrainingError(
                     f"out of memory on {device} at batch size {options.batch_size} with preset "
@@ -143,10 +161,11 @@ def _train_loop(options: TrainOptions, dataset: VolumeDataset, cfg, device: torc
             metrics = {"iters_per_s": rate, "peak_memory_mb": memory.peak_mb()}
             saved = done % options.checkpoint_every == 0 or done == options.iterations
             if saved:
-                save(done)
+                if main:  # every rank holds the same weights; one writes them
+                    save(done)
                 saved_at = done
             preview = None
-            if options.preview_every and (done % options.preview_every == 0 or done == options.iterations):
+            if main and options.preview_every and (done % options.preview_every == 0 or done == options.iterations):
                 preview = _preview(system, preview_z, dataset.modality)
             yield TrainReport(
                 iteration=done, iterations=options.iterations, losses=losses,
@@ -156,7 +175,7 @@ def _train_loop(options: TrainOptions, dataset: VolumeDataset, cfg, device: torc
             )
     except GeneratorExit:
         # Stopped by the caller between two steps: keep what was trained.
-        if saved_at != done:
+        if saved_at != done and main:
             save(done)
         raise
     finally:
