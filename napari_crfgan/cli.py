@@ -229,6 +229,10 @@ def cmd_params(args) -> None:
 
 
 def cmd_bench(args) -> None:
+    if args.compare == "checkpointing":
+        return _bench_checkpointing(args)
+    if args.compare == "processes":
+        return _bench_processes(args)
     from .experiments.bench import bench
 
     result = bench(args.preset, batch_size=args.batch_size, iterations=args.iterations, device=args.device,
@@ -249,17 +253,70 @@ def cmd_bench(args) -> None:
               f"speed {sp['median']} [{sp['min']}, {sp['max']}]")
 
 
-def cmd_bench_sample(args) -> None:
-    from .experiments.bench import bench_sampling
+def _bench_checkpointing(args) -> None:
+    from .experiments.bench import bench_checkpointing
 
-    r = bench_sampling(args.preset, chunk=args.chunk, threads=args.threads)
+    r = bench_checkpointing(args.preset, model=args.model, batch_size=args.batch_size, iterations=args.iterations,
+                            device=args.device, repeats=args.repeats, threads=args.threads)
     if args.json:
         print(json.dumps(r))
         return
-    print(f"{args.preset} G^H decoding of one volume, {r['device']}")
+    print(f"{args.model} {args.preset}, batch {args.batch_size}, {r['device']}: activation checkpointing, medians of "
+          f"{args.repeats} alternating runs of {args.iterations} timed iterations [smallest, largest run]")
+    for name, s in r["results"].items():
+        lo, hi = s["iters_per_s_range"]
+        print(f"{name:8s} peak {s['peak_memory_mb']:>8.1f} MB (static {s['static_mb']:.1f}, activations "
+              f"{s['activation_mb']})  {s['iters_per_s']:.3f} it/s [{lo:.3f}, {hi:.3f}]")
+    for name, q in r["with / without"].items():
+        print(f"with / without {name}: {q['median']} [{q['min']}, {q['max']}]")
+
+
+def _bench_processes(args) -> None:
+    from .experiments.bench_processes import bench_processes
+
+    device = "cpu" if args.device == "auto" and not _cuda() else ("cuda" if args.device == "auto" else args.device)
+    r = bench_processes(args.preset, model=args.model, batch_size=args.batch_size, iterations=args.iterations,
+                        world_sizes=args.processes, device=device, threads=args.threads, repeats=args.repeats)
+    if args.json:
+        print(json.dumps(r))
+        return
+    print(f"{args.model} {args.preset}, {args.batch_size} volumes per process, {r['machine']}, torchrun + DDP: "
+          f"median of {args.iterations} timed iterations, median of {args.repeats} alternating runs")
+    for world, s in r["results"].items():
+        print(f"{world} process(es) x {s['threads_per_process']} threads: {s['iters_per_s_per_process']:.3f} it/s "
+              f"per process, {s['iters_per_s_total']:.3f} it/s and {s['volumes_per_s']:.3f} volumes/s in total "
+              f"({s['total_speedup']['median']}x [{s['total_speedup']['min']}, {s['total_speedup']['max']}]), "
+              f"peak {s['peak_memory_mb_rank0']:.1f} MB per process")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def cmd_bench_sample(args) -> None:
+    from .experiments.bench import bench_sampling
+
+    r = bench_sampling(args.preset, chunk=args.chunk, threads=args.threads, one_pass=args.one_pass)
+    if args.json:
+        print(json.dumps(r))
+        return
+    print(f"{args.preset} G^H decoding of one volume, {r['device']}, float32 matmul {r['matmul_gflops']} GFLOP/s")
+    print(f"peak memory: {r['peak_memory_includes']} (volume {r['volume_mb']:.0f} MB, embedding "
+          f"{r['embedding_mb']:.0f} MB)")
     for name in ("one_pass", "chunked"):
-        print(f"{name:9s} peak {r[name]['peak_memory_mb']:>8.1f} MB  {r[name]['seconds']:.2f} s")
-    print(f"chunked / one pass peak memory: {r['peak_memory_ratio']}, max abs difference {r['max_abs_diff']:.2e}")
+        q = r[name]
+        floor = f"{q['flops'] / 1e12:.2f} TFLOP, floor {q['flop_floor_s']:.2f} s"
+        if "skipped" in q:
+            print(f"{name:9s} skipped: {q['skipped']} ({floor})")
+            continue
+        print(f"{name:9s} peak {q['peak_memory_mb']:>8.1f} MB  {q['seconds']:.2f} s  {floor} ({q['floor_ratio']}x it)")
+    if r["max_abs_diff"] is None:
+        print("no one-pass volume: max abs difference and peak memory ratio not computed")
+    else:
+        print(f"chunked / one pass peak memory: {r['peak_memory_ratio']}, max abs difference "
+              f"{r['max_abs_diff']:.2e}")
 
 
 def cmd_split(args) -> None:
@@ -354,6 +411,15 @@ def seed_int(text: str) -> int:
     return value
 
 
+def _counts(text: str) -> tuple[int, ...]:
+    """Comma-separated positive integers (world sizes)."""
+    try:
+        values = tuple(positive_int(v) for v in text.split(","))
+    except (argparse.ArgumentTypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}") from None
+    return values
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not (math.isfinite(value) and value > 0):
@@ -407,6 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     b.add_argument("--step", choices=STEPS, help="training step (default: the preset's, reference)")
     b.add_argument("--device", default="auto")
+    b.add_argument("--compare", choices=("systems", "checkpointing", "processes"), default="systems",
+                   help="systems: every system side by side; checkpointing: --model with and without activation "
+                        "checkpointing; processes: --model on each of --processes processes (torchrun, DDP)")
+    b.add_argument("--model", choices=list(SYSTEMS), default="crfgan", help="the system of --compare "
+                                                                             "checkpointing / processes")
+    b.add_argument("--processes", type=_counts, default=(1, 2), help="world sizes of --compare processes, e.g. 1,2")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
 
@@ -414,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--preset", choices=list(PRESETS), default="paper-256")
     bs.add_argument("--chunk", type=positive_int, default=32, help="image slices per chunk")
     bs.add_argument("--threads", type=positive_int)
+    bs.add_argument("--one-pass", choices=("auto", "run", "skip"), default="auto",
+                    help="the one-pass run to compare with (auto: skipped when its estimated peak exceeds the "
+                         "available memory)")
     bs.add_argument("--json", action="store_true")
     bs.set_defaults(func=cmd_bench_sample)
 

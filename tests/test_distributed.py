@@ -111,3 +111,17 @@ def test_a_global_batch_that_does_not_split_over_the_ranks_is_refused(tmp_path):
     assert "crfgan (rank 0): error: --batch-size 3 is the global batch, split over 2 processes: it must be a " \
            "multiple of 2" in done.stderr
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_bench_compares_one_and_two_processes(capsys):
+    assert cli.main(["bench", "--compare", "processes", "--preset", "tiny-32", "--iterations", "2", "--repeats", "1",
+                     "--device", "cpu", "--json"]) == 0
+    r = __import__("json").loads(capsys.readouterr().out)
+    one, two = r["results"]["1"], r["results"]["2"]
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert one["threads_per_process"] == 2 * two["threads_per_process"] or os.cpu_count() == 1
+    for s in (one, two):
+        assert s["iters_per_s_per_process"] > 0 and s["peak_memory_mb_rank0"] > 0
+        assert s["volumes_per_s"] == pytest.approx(s["iters_per_s_total"] * 2, rel=1e-3)  # 2 volumes per process
+    assert two["iters_per_s_total"] == pytest.approx(2 * two["iters_per_s_per_process"], rel=1e-3)
+    assert one["total_speedup"]["median"] == 1.0

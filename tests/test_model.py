@@ -143,4 +143,4 @@ def test_presets_derive_sizes():
     for name, cfg in PRESETS.items():
         assert cfg.embedding_size == cfg.size // 4 and cfg.slab == cfg.size // 8, name
     with pytest.raises(ValueError, match="unknown preset"):
-        get_config("paper-512")
+        get_config("paper-1024")

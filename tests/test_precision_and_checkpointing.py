@@ -55,3 +55,14 @@ def test_fp16_on_the_cpu_is_refused_before_any_work(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == \
         "crfgan: error: --precision fp16 needs a CUDA device, not cpu; bf16 runs on the CPU"
     assert not (tmp_path / "run").exists()
+
+
+def test_bench_measures_with_and_without_activation_checkpointing(capsys):
+    assert cli.main(["bench", "--compare", "checkpointing", "--preset", "tiny-32", "--iterations", "1", "--repeats",
+                     "1", "--device", "cpu", "--json"]) == 0
+    r = __import__("json").loads(capsys.readouterr().out)
+    assert set(r["results"]) == {"with", "without"}
+    for s in r["results"].values():
+        assert s["peak_memory_mb"] > 0 and s["iters_per_s"] > 0
+    assert r["results"]["with"]["static_mb"] == r["results"]["without"]["static_mb"]  # the same weights
+    assert set(r["with / without"]) == {"peak_memory", "activation_memory", "speed"}

@@ -26,17 +26,19 @@ import torch
 
 from ..model import SYSTEMS, build_system, get_config, parameter_counts
 from ..model.decoding import decode_embedding
+from ..model.flops import count_macs
 from ..runtime import PeakMemory, resolve_device, torch_threads
+from ..runtime.memory import available_memory_mb
 
 #: (numerator, denominator) systems of the reported ratios
 RATIOS = (("crfgan", "hagan"), ("crfgan-nocrf", "hagan"), ("crfgan", "crfgan-nocrf"))
 
 
 def _measure(model: str, preset: str, batch_size: int, iterations: int, device: str, seed: int,
-             threads: int | None, step: str | None = None) -> dict:
+             threads: int | None, step: str | None = None, checkpointing: bool = False) -> dict:
     with torch_threads(threads):  # flush-to-zero as the trainer has it on CPU
         cfg = get_config(preset, step=step)
-        return _measure_steps(model, cfg, batch_size, iterations, resolve_device(device), seed)
+        return _measure_steps(model, cfg, batch_size, iterations, resolve_device(device), seed, checkpointing)
 
 
 def _static_bytes(system, optimizers) -> int:
@@ -48,7 +50,8 @@ def _static_bytes(system, optimizers) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def _measure_steps(model: str, cfg, batch_size: int, iterations: int, dev: torch.device, seed: int) -> dict:
+def _measure_steps(model: str, cfg, batch_size: int, iterations: int, dev: torch.device, seed: int,
+                   checkpointing: bool = False) -> dict:
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the reference train.py files set it
     torch.manual_seed(seed)
@@ -58,6 +61,7 @@ def _measure_steps(model: str, cfg, batch_size: int, iterations: int, dev: torch
     parameter_counts(model, cfg)
     memory = PeakMemory(dev)
     system = build_system(model, cfg).to(dev)
+    system.set_activation_checkpointing(checkpointing)
     optimizers = system.make_optimizers()
     system.train_step(real, None, 0, optimizers)  # warm-up: allocator, optimiser state
     seconds = []
@@ -140,6 +144,28 @@ def bench(preset: str, batch_size: int = 2, iterations: int = 20, device: str = 
     }
 
 
+def bench_checkpointing(preset: str, model: str = "crfgan", batch_size: int = 2, iterations: int = 20,
+                        device: str = "auto", seed: int = 0, repeats: int = 3, threads: int | None = None) -> dict:
+    """One system with and without activation checkpointing, alternating as `bench` alternates systems:
+    peak memory and speed of each, and with / without per repeat (median and range)."""
+    dev = str(resolve_device(device))
+    runs: dict[str, list[dict]] = {"without": [], "with": []}
+    for _ in range(repeats):
+        for name in runs:
+            runs[name].append(_in_worker(_measure, (model, preset, batch_size, iterations, dev, seed, threads, None,
+                                                    name == "with")))
+    pairs = list(zip(runs["with"], runs["without"]))
+    return {
+        "device": device_name(dev, threads), "preset": preset, "model": model, "batch_size": batch_size,
+        "iterations": iterations, "repeats": repeats,
+        "results": {name: _summary(r) for name, r in runs.items()},
+        "with / without": {"peak_memory": _spread([a["peak_memory_mb"] / b["peak_memory_mb"] for a, b in pairs]),
+                           "activation_memory": _spread([a["activation_mb"] / b["activation_mb"] for a, b in pairs
+                                                         if a["activation_mb"] and b["activation_mb"]] or [0.0]),
+                           "speed": _spread([a["iters_per_s"] / b["iters_per_s"] for a, b in pairs])},
+    }
+
+
 def device_name(dev: str, threads: int | None = None) -> str:
     """A device named for a report: the GPU model, or the CPU with the workers' thread count."""
     d = torch.device(dev)
@@ -148,34 +174,110 @@ def device_name(dev: str, threads: int | None = None) -> str:
     return f"{dev} ({threads or torch.get_num_threads()} threads)"
 
 
-def _measure_decode(preset: str, chunk: int | None, seed: int, threads: int | None) -> dict:
+#: one-pass decoding's peak over G^H's hidden activations at full resolution (float32): the CPU conv's
+#: copies of them make it 2.5x (5,123 MB measured at paper-256, 2,048 MiB of them)
+ONE_PASS_FACTOR = 2.5
+
+
+def _measure_decode(preset: str, chunk: int | None, seed: int, threads: int | None, keep_volume: bool) -> dict:
     """Peak memory of G^H decoding one embedding (random weights), in a fresh worker."""
     with torch_threads(threads, flush_denormal=False):
-        return _measure_decode_once(preset, chunk, seed)
+        return _measure_decode_once(preset, chunk, seed, keep_volume)
 
 
-def _measure_decode_once(preset: str, chunk: int | None, seed: int) -> dict:
+def _measure_decode_once(preset: str, chunk: int | None, seed: int, keep_volume: bool = True) -> dict:
     torch.manual_seed(seed)
     system = build_system("crfgan", get_config(preset)).eval()
     with torch.no_grad():
         emb = system.trunk(torch.randn(1, system.cfg.latent_dim))
-    memory = PeakMemory(torch.device("cpu"))
+    memory = PeakMemory(torch.device("cpu"))  # after the weights and the embedding: they are not counted
     t0 = time.perf_counter()
     with torch.no_grad():
         out = decode_embedding(system.head, emb, chunk)
     elapsed = time.perf_counter() - t0
-    return {"peak_memory_mb": round(memory.peak_mb(), 1), "seconds": round(elapsed, 2),
-            "volume": out[0, 0].numpy()}
+    r = {"peak_memory_mb": round(memory.peak_mb(), 1), "seconds": round(elapsed, 2),
+         "finite": bool(torch.isfinite(out).all())}
+    return {**r, "volume": out[0, 0].numpy()} if keep_volume else r
 
 
-def bench_sampling(preset: str = "paper-256", chunk: int = 32, seed: int = 0, threads: int | None = None) -> dict:
-    """One-pass vs chunked full-volume decoding on CPU: peak memory, time, max abs difference."""
-    one = _in_worker(_measure_decode, (preset, None, seed, threads))
-    chunked = _in_worker(_measure_decode, (preset, chunk, seed, threads))
+def matmul_gflops(n: int = 4096, repeats: int = 3) -> float:
+    """This machine's float32 matrix-product rate in GFLOP/s at the current thread count: the best of
+    `repeats` n x n products, after one untimed."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def _measure_matmul(threads: int | None) -> float:
+    with torch_threads(threads, flush_denormal=False):
+        return matmul_gflops()
+
+
+def decode_flops(preset: str, chunk: int | None) -> int:
+    """FLOPs (2 x MACs) of the convolutions decode_embedding runs at `chunk` (None: one pass), counted on
+    the meta device: the chunks' halos and the statistics pass included."""
+    cfg = get_config(preset)
+    with torch.device("meta"):
+        head = build_system("crfgan", cfg).head
+        emb = torch.zeros(1, cfg.embedding_channels, *(cfg.embedding_size,) * 3)
+        return 2 * count_macs(lambda: decode_embedding(head, emb, chunk))
+
+
+def one_pass_skip_reason(preset: str, one_pass: str = "auto") -> str | None:
+    """Why the one-pass run is skipped (None: it runs). one_pass: "run", "skip" or "auto" (skip when its
+    estimated peak exceeds the memory available now)."""
+    if one_pass not in ("auto", "run", "skip"):
+        raise ValueError(f"one_pass must be auto, run or skip, not {one_pass!r}")
+    if one_pass == "skip":
+        return "asked to skip"
+    need = ONE_PASS_FACTOR * _volume_mb(preset) * get_config(preset).head_channel
+    free = available_memory_mb(torch.device("cpu"))
+    if one_pass == "auto" and free is not None and need > free:
+        return f"estimated peak {need:,.0f} MB exceeds the {free:,.0f} MB available"
+    return None
+
+
+def _volume_mb(preset: str) -> float:
+    return get_config(preset).size ** 3 * 4 / 2**20
+
+
+def _with_floor(run: dict, flops: int, gflops: float) -> dict:
+    floor = flops / (gflops * 1e9)
+    return {**run, "flops": flops, "flop_floor_s": float(f"{floor:.4g}"),
+            "floor_ratio": round(run["seconds"] / floor, 2)}
+
+
+def bench_sampling(preset: str = "paper-256", chunk: int = 32, seed: int = 0, threads: int | None = None,
+                   one_pass: str = "auto") -> dict:
+    """One-pass vs chunked full-volume decoding on CPU: peak memory, time against the FLOP floor (the
+    decoding's FLOPs at this machine's measured matmul rate), max abs difference.
+
+    one_pass: "run", "skip" or "auto" (one_pass_skip_reason); a skipped run keeps its FLOPs and floor, and
+    leaves the comparison None."""
+    cfg = get_config(preset)
+    skip = one_pass_skip_reason(preset, one_pass)
+    gflops = _in_worker(_measure_matmul, (threads,))
+    chunked = _in_worker(_measure_decode, (preset, chunk, seed, threads, skip is None))
+    chunked = _with_floor(chunked, decode_flops(preset, chunk), gflops)
+    result = {"device": device_name("cpu", threads), "preset": preset, "chunk": chunk,
+              "matmul_gflops": round(gflops, 1),
+              "peak_memory_includes": "resident-set growth while decoding: the output volume and G^H's working "
+                                      "memory, not the weights or the embedding (resident before)",
+              "volume_mb": round(_volume_mb(preset), 1),
+              "embedding_mb": round(_volume_mb(preset) / 64 * cfg.embedding_channels, 1)}
+    if skip is not None:  # its FLOPs still give the floor of decoding the volume at all
+        flops = decode_flops(preset, None)
+        one_pass = {"skipped": skip, "flops": flops, "flop_floor_s": float(f"{flops / (gflops * 1e9):.4g}")}
+        return {**result, "one_pass": one_pass, "chunked": chunked, "max_abs_diff": None, "peak_memory_ratio": None}
+    one = _with_floor(_in_worker(_measure_decode, (preset, None, seed, threads, True)), decode_flops(preset, None),
+                      gflops)
     diff = float(abs(one.pop("volume") - chunked.pop("volume")).max())
-    return {"device": device_name("cpu", threads), "preset": preset, "chunk": chunk, "one_pass": one,
-            "chunked": chunked,
-            "max_abs_diff": diff,
+    return {**result, "one_pass": one, "chunked": chunked, "max_abs_diff": diff,
             "peak_memory_ratio": round(chunked["peak_memory_mb"] / one["peak_memory_mb"], 4)}
 
 

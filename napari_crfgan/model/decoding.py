@@ -9,6 +9,11 @@ float64 statistics, so chunked output equals one-pass output (up to float roundi
 of the convs) at a fraction of the peak memory, on any CPU: torch's float32
 GroupNorm kernel is up to 1e-4 off on large channels-last inputs, which alone would
 exceed the 1e-5 the two ways are held to.
+
+Within a chunk, G^H's last upsampling and conv run on a quarter of it at a time: their
+input (the hidden channels at full resolution) and the CPU conv's working copies of it
+take about 4x the memory per image slice of the first conv (80 against 20 MB at 512^2),
+so whole chunks would put 3 of the 4 GB a 32-slice chunk needs at paper-512 there.
 """
 from __future__ import annotations
 
@@ -56,7 +61,7 @@ def decode_embedding(head: SubVolumeHead, emb: torch.Tensor, chunk: int | None =
     b, e = emb.shape[0], emb.shape[2]
     step = e if chunk is None else max(1, chunk // 4)
     if not isinstance(head.norm, torch.nn.GroupNorm):  # a voxel-wise norm: chunks need no statistics pass
-        return _decode_local(head, emb, step)
+        return head(emb) if step >= e else _in_chunks(head, emb, step, head.norm)
     moments = _GroupMoments(head, b, emb.device)
     if step >= e:
         hidden = [head.hidden(emb)]
@@ -70,22 +75,29 @@ def decode_embedding(head: SubVolumeHead, emb: torch.Tensor, chunk: int | None =
         lo, hi = max(a - 1, 0), min(z + 1, e)  # one slice of halo is enough for conv1 (any upsampling)
         moments.add(head.hidden(emb[:, :, lo:hi])[:, :, 2 * (a - lo):2 * (z - lo)])
     scale, shift = moments.affine()
-    return _in_chunks(emb, step, head.halo, lambda part: head.finish(head.hidden(part).mul_(scale).add_(shift)))
+    return _in_chunks(head, emb, step, lambda hidden: hidden.mul_(scale).add_(shift))
 
 
-def _decode_local(head: SubVolumeHead, emb: torch.Tensor, step: int) -> torch.Tensor:
-    """G^H with a normalisation that reads no other voxels: each chunk with its halo, as it is."""
-    return head(emb) if step >= emb.shape[2] else _in_chunks(emb, step, head.halo, head)
-
-
-def _in_chunks(emb: torch.Tensor, step: int, halo: int, decode) -> torch.Tensor:
-    """`decode` (embedding slices -> image slices, x4) applied `step` embedding slices at a time, each with
-    `halo` slices of context either side, the context's output cropped away."""
+def _in_chunks(head: SubVolumeHead, emb: torch.Tensor, step: int, norm) -> torch.Tensor:
+    """G^H, with `norm` as its normalisation, applied `step` embedding slices at a time, each with `head.halo`
+    slices of context either side, the context's output cropped away."""
     e = emb.shape[2]
     out = torch.empty(emb.shape[0], 1, 4 * e, 4 * emb.shape[3], 4 * emb.shape[4], dtype=torch.float32,
                       device=emb.device)
     for a in range(0, e, step):
         z = min(a + step, e)
-        lo, hi = max(a - halo, 0), min(z + halo, e)
-        out[:, :, 4 * a:4 * z] = decode(emb[:, :, lo:hi])[:, :, 4 * (a - lo):4 * (z - lo)]
+        lo, hi = max(a - head.halo, 0), min(z + head.halo, e)
+        _finish(head, norm(head.hidden(emb[:, :, lo:hi])), 2 * (a - lo), 2 * (z - lo), max(1, step // 2),
+                out[:, :, 4 * a:4 * z])
     return out
+
+
+def _finish(head: SubVolumeHead, hidden: torch.Tensor, start: int, stop: int, piece: int,
+            out: torch.Tensor) -> None:
+    """Writes G^H's finish of hidden slices start:stop into `out`, `piece` slices (a quarter of the chunk's
+    image slices: module doc) at a time. One slice of halo is enough for its conv, as for conv1 in the
+    statistics pass; the chunk's halo makes those slices exact."""
+    for u in range(start, stop, piece):
+        v = min(u + piece, stop)
+        lo, hi = max(u - 1, 0), min(v + 1, hidden.shape[2])
+        out[:, :, 2 * (u - start):2 * (v - start)] = head.finish(hidden[:, :, lo:hi])[:, :, 2 * (u - lo):2 * (v - lo)]

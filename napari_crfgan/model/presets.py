@@ -204,8 +204,8 @@ def _kind_name(expected) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[type(expected)]
 
 
-def _paper(size: int, grid: tuple[int, int, int]) -> ModelConfig:
-    return ModelConfig(size=size, crf_grid=grid)
+def _paper(size: int, grid: tuple[int, int, int], **kw) -> ModelConfig:
+    return ModelConfig(size=size, crf_grid=grid, **kw)
 
 
 PRESETS: dict[str, ModelConfig] = {
@@ -215,6 +215,12 @@ PRESETS: dict[str, ModelConfig] = {
     "paper-256": _paper(256, (4, 4, 4)),
     "paper-128": _paper(128, (2, 4, 4)),
     "paper-64": _paper(64, (1, 4, 4)),
+    # Beyond the papers, for sampling (and training on a large GPU). The grid continues the
+    # scheme: 4x4 in-plane, patches 16 embedding slices deep, so 8x4x4 patches of 16x32x32
+    # (N = 128, doubling with the size as below). The reference trunk layout has only four
+    # upsampling convs (the first runs at 4^3), one short of 512; "late" upsamples before all
+    # five, so the trunk keeps the papers' widths and parameters, its last conv at 128^3.
+    "paper-512": _paper(512, (8, 4, 4), trunk_upsampling="late"),
     # Narrow CPU presets: a few iterations per second on 2 cores. Their trunks upsample
     # late (5.0 instead of 30.8 GMAC per small-64 iteration at batch 4); the paper
     # presets keep the reference layout.
