@@ -125,3 +125,35 @@ def test_bench_compares_one_and_two_processes(capsys):
         assert s["volumes_per_s"] == pytest.approx(s["iters_per_s_total"] * 2, rel=1e-3)  # 2 volumes per process
     assert two["iters_per_s_total"] == pytest.approx(2 * two["iters_per_s_per_process"], rel=1e-3)
     assert one["total_speedup"]["median"] == 1.0
+
+
+def test_the_widgets_multi_process_run_reports_from_rank_0_and_stops_with_one_checkpoint(tmp_path, monkeypatch):
+    """The Train widget's "all GPUs (N)": `train_in_child` with processes=2 starts torchrun from its child;
+    rank 0's reports arrive in order, a stop asked after the second report stops both ranks together and
+    leaves one checkpoint of a 2-process run."""
+    from napari_crfgan.training import TrainOptions
+    from napari_crfgan.training.child import Prepared, Started, train_in_child
+
+    monkeypatch.setenv("PYTHONPATH", environment()["PYTHONPATH"])  # the ranks import this checkout
+    run = tmp_path / "run"
+    options = TrainOptions(data="demo-brain", demo_count=4, preset="tiny-32", iterations=100_000, batch_size=2,
+                           checkpoint_every=100_000, split="none", out=run, device="cpu", threads=1, processes=2)
+    stop = threading.Event()
+    items = []
+    for item in train_in_child(options, stop):
+        items.append(item)
+        if sum(hasattr(i, "iteration") for i in items) == 2:
+            stop.set()
+    assert isinstance(items[0], Started) and any(isinstance(i, Prepared) for i in items)
+    iterations = [i.iteration for i in items if hasattr(i, "iteration")]
+    assert iterations == list(range(1, len(iterations) + 1)) and 2 <= len(iterations) < 100
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    assert ckpt.iteration == iterations[-1] and ckpt.options["world_size"] == 2
+    assert not list(run.glob("*.tmp*"))
+    with pytest.raises(ValueError, match="multiple of 2"):  # refused before anything starts
+        TrainOptions(data="demo-brain", batch_size=3, processes=2).validate()
+    refused = TrainOptions(data="demo-brain", demo_count=4, preset="tiny-32", iterations=2, batch_size=2,
+                           split="none", out=tmp_path / "fp16", device="cpu", threads=1, processes=2,
+                           precision="fp16")
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):  # rank 0's error, as one process raises it
+        list(train_in_child(refused))

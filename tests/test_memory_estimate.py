@@ -50,3 +50,30 @@ def test_a_run_that_cannot_fit_is_not_started(monkeypatch):
     monkeypatch.setattr(me, "measure_in_subprocess", lambda *a, **k: pytest.fail("should not measure"))
     e = me.estimate_training_memory("crfgan", "small-64", 3, "cpu", use_cache=False)
     assert e.peak_memory_mb is None and e.state_mb > 10 and "at least" in e.describe()
+
+
+def test_processes_measure_one_share_of_the_batch_with_ddp_buckets_and_precision(monkeypatch):
+    import napari_crfgan.experiments.memory_estimate as me
+
+    asked = []
+
+    def fake_measure(model, preset, batch, device, precision, cancel=None):
+        asked.append((batch, precision))
+        return {"peak_memory_mb": 100.0, "iters_per_s": 2.0}
+
+    monkeypatch.setattr(me, "measure_in_subprocess", fake_measure)
+    state = state_memory_mb("crfgan", "tiny-32")
+    e = me.estimate_training_memory("crfgan", "tiny-32", 4, "cpu", precision="bf16", processes=2, use_cache=False)
+    assert asked == [(2, "bf16")]  # one process at its share of the global batch, under bf16 autocast
+    assert e.per_process_mb == pytest.approx(100.0 + state / 4, abs=0.1)  # + DDP's copy of the gradients
+    assert e.peak_memory_mb == pytest.approx(2 * e.per_process_mb, abs=0.1)  # the CPU's processes share it
+    assert "in all 2 processes" in e.describe() and e.processes == 2 and e.precision == "bf16"
+    one = me.estimate_training_memory("crfgan", "tiny-32", 4, "cpu", use_cache=False)
+    assert asked[-1] == (4, "fp32") and one.peak_memory_mb == 100.0 and one.where() == ""
+    with pytest.raises(ValueError, match="multiple of 2"):
+        me.estimate_training_memory("crfgan", "tiny-32", 3, "cpu", processes=2, use_cache=False)
+
+
+def test_a_bf16_step_is_measured_under_autocast():
+    e = estimate_training_memory("crfgan", "tiny-32", 1, "cpu", precision="bf16", use_cache=False)
+    assert e.precision == "bf16" and e.peak_memory_mb > 0 and e.iters_per_s > 0

@@ -276,3 +276,28 @@ def test_show_in_3d_puts_several_samples_side_by_side_with_an_oblique_camera(mak
     assert len({grid.position(layers.index(s), layers) for s in samples}) == 3  # a view each, not stacked in one
     np.testing.assert_allclose(camera.angles, CAMERA_ANGLES)
     assert "side by side" in w.status.text()
+
+
+def test_all_gpus_trains_one_process_per_gpu_and_the_memory_widget_follows(make_napari_viewer, qtbot, monkeypatch):
+    """With two GPUs visible the device list ends in "all GPUs (2)"; choosing it trains with processes=2 on
+    cuda (the torchrun path of test_distributed) and the Memory widget shows that choice and the precision.
+    (No GPU here: the list is made as it would be, and the choice added to this form by hand.)"""
+    import napari_crfgan.widgets.train as train
+
+    assert train.device_choices(["auto", "cpu"], 1) == [("auto", "auto"), ("cpu", "cpu")]
+    assert train.device_choices(["auto", "cpu", "cuda:0", "cuda:1"], 2)[-1] == ("all GPUs (2)", train.ALL_GPUS)
+    viewer = make_napari_viewer()
+    _, w = dock(viewer, "Train")
+    _, m = dock(viewer, "Memory and speed")
+    monkeypatch.setattr(train, "GPUS", 2)
+    w.device.addItem("all GPUs (2)", train.ALL_GPUS)
+    choose(w.device, train.ALL_GPUS)
+    choose(w.precision, "bf16")
+    w.batch.setValue(4)
+    w.data.setEditText("demo-brain")
+    options = w.training_options()
+    assert (options.device, options.processes, options.precision) == ("cuda", 2, "bf16")
+    assert (w.state.device, w.state.processes, w.state.precision) == ("cuda", 2, "bf16")
+    assert "2 processes on cuda" in m.choice.text() and "bf16" in m.choice.text()
+    choose(w.device, "cpu")
+    assert w.state.processes == 1 and "device cpu" in m.choice.text()

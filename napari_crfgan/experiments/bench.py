@@ -35,10 +35,12 @@ RATIOS = (("crfgan", "hagan"), ("crfgan-nocrf", "hagan"), ("crfgan", "crfgan-noc
 
 
 def _measure(model: str, preset: str, batch_size: int, iterations: int, device: str, seed: int,
-             threads: int | None, step: str | None = None, checkpointing: bool = False) -> dict:
+             threads: int | None, step: str | None = None, checkpointing: bool = False,
+             precision: str = "fp32") -> dict:
     with torch_threads(threads):  # flush-to-zero as the trainer has it on CPU
         cfg = get_config(preset, step=step)
-        return _measure_steps(model, cfg, batch_size, iterations, resolve_device(device), seed, checkpointing)
+        return _measure_steps(model, cfg, batch_size, iterations, resolve_device(device), seed, checkpointing,
+                              precision)
 
 
 def _static_bytes(system, optimizers) -> int:
@@ -51,7 +53,7 @@ def _static_bytes(system, optimizers) -> int:
 
 
 def _measure_steps(model: str, cfg, batch_size: int, iterations: int, dev: torch.device, seed: int,
-                   checkpointing: bool = False) -> dict:
+                   checkpointing: bool = False, precision: str = "fp32") -> dict:
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the reference train.py files set it
     torch.manual_seed(seed)
@@ -62,6 +64,7 @@ def _measure_steps(model: str, cfg, batch_size: int, iterations: int, dev: torch
     memory = PeakMemory(dev)
     system = build_system(model, cfg).to(dev)
     system.set_activation_checkpointing(checkpointing)
+    system.set_precision(precision)
     optimizers = system.make_optimizers()
     system.train_step(real, None, 0, optimizers)  # warm-up: allocator, optimiser state
     seconds = []

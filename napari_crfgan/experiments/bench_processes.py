@@ -25,11 +25,7 @@ import torch
 from .. import distributed
 from ..model import build_system, get_config
 from ..runtime import PeakMemory, process_device, torch_threads
-
-
-def torchrun_command(processes: int) -> list[str]:
-    """torchrun (the module its console script runs) for one machine with `processes` processes."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+from ..training.ranks import torchrun_command
 
 
 def bench_processes(preset: str = "small-64", model: str = "crfgan", batch_size: int = 2, iterations: int = 20,

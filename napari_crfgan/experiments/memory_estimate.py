@@ -8,7 +8,14 @@ run by `napari_crfgan.experiments.bench._measure` in a fresh Python process, so
 nothing already allocated here counts. It is measured the same way as the
 trainer's `PeakMemory` (CPU: peak resident set over the step; CUDA:
 `torch.cuda.max_memory_allocated`) and cached per (model, preset, batch size,
-device, torch version) in memory and under `<cache_dir>/memory-estimates.json`.
+device, precision, processes, torch version) in memory and under
+`<cache_dir>/memory-estimates.json`.
+
+Precision is measured (the step runs under the chosen autocast). Several processes
+(torchrun, the Train widget's "all GPUs") are not started for the estimate: one process
+is measured at its share of the global batch, plus DDP's gradient buckets (a second
+copy of the gradients); on CUDA that is what each GPU holds, on the CPU the processes
+share the machine, so the figure is that times the process count.
 
 A run whose weights, gradients and Adam moments alone would not fit in the
 memory available here is not started; the estimate then gives that lower bound.
@@ -45,17 +52,26 @@ POLL_S = 0.2  # how often a measurement under way looks at its cancel request
 class MemoryEstimate:
     model: str
     preset: str
-    batch_size: int
+    batch_size: int  # the global batch
     device: str
-    state_mb: float  # weights + gradients + Adam moments: a lower bound
-    peak_memory_mb: float | None  # measured peak of one step; None when not measured
+    state_mb: float  # weights + gradients + Adam moments (in every process sharing the device): a lower bound
+    peak_memory_mb: float | None  # what the device holds at the peak of one step; None when not measured
     iters_per_s: float | None
     note: str = ""  # why there is no measurement, or "cached"
+    precision: str = "fp32"
+    processes: int = 1
+    per_process_mb: float | None = None  # one process's peak (with DDP's buckets when processes > 1)
 
     def describe(self) -> str:
         if self.peak_memory_mb is None:
             return f"at least {self.state_mb:.0f} MB ({self.note})"
-        return f"{self.peak_memory_mb:.0f} MB peak, about {self.iters_per_s:.2g} it/s"
+        return f"{self.peak_memory_mb:.0f} MB peak{self.where()}, about {self.iters_per_s:.2g} it/s"
+
+    def where(self) -> str:
+        """' per GPU' or ' in all 2 processes' (nothing for one process)."""
+        if self.processes == 1:
+            return ""
+        return " per GPU" if self.device.startswith("cuda") else f" in all {self.processes} processes"
 
 
 def state_memory_mb(model: str, preset: str) -> float:
@@ -63,8 +79,8 @@ def state_memory_mb(model: str, preset: str) -> float:
     return sum(parameter_counts(model, preset).values()) * BYTES_PER_PARAMETER / 2**20
 
 
-def _key(model: str, preset: str, batch_size: int, device: str) -> str:
-    return f"{model}|{preset}|{batch_size}|{device}|torch {torch.__version__}"
+def _key(model: str, preset: str, batch_size: int, device: str, precision: str, processes: int) -> str:
+    return f"{model}|{preset}|{batch_size}|{device}|{precision}|{processes}|torch {torch.__version__}"
 
 
 def _cache_path() -> Path:
@@ -88,12 +104,13 @@ class EstimateCancelled(RuntimeError):
     """The measurement was stopped before it finished (its widget closed)."""
 
 
-def measure_in_subprocess(model: str, preset: str, batch_size: int, device: str, timeout: float = 3600,
-                          cancel: threading.Event | None = None) -> dict:
+def measure_in_subprocess(model: str, preset: str, batch_size: int, device: str, precision: str = "fp32",
+                          timeout: float = 3600, cancel: threading.Event | None = None) -> dict:
     """One warm-up and one measured training step in a fresh Python process.
 
     Setting `cancel` kills that process (within `POLL_S`) and raises EstimateCancelled."""
-    cmd = [sys.executable, "-m", "napari_crfgan.experiments.memory_estimate", model, preset, str(batch_size), device]
+    cmd = [sys.executable, "-m", "napari_crfgan.experiments.memory_estimate", model, preset, str(batch_size), device,
+           precision]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
     while True:
@@ -115,12 +132,17 @@ def measure_in_subprocess(model: str, preset: str, batch_size: int, device: str,
 
 
 def estimate_training_memory(model: str, preset: str, batch_size: int, device: str = "auto",
-                             use_cache: bool = True, cancel: threading.Event | None = None) -> MemoryEstimate:
-    """Peak memory of training `model`/`preset` at `batch_size` on `device`, measured once and cached.
+                             precision: str = "fp32", processes: int = 1, use_cache: bool = True,
+                             cancel: threading.Event | None = None) -> MemoryEstimate:
+    """Peak memory of training `model`/`preset` at global `batch_size` on `device` with `precision` in
+    `processes` processes, measured once and cached.
 
     Setting `cancel` stops a measurement under way (EstimateCancelled)."""
+    if batch_size % processes:
+        raise ValueError(f"batch size {batch_size} is the global batch, split over {processes} processes: it must "
+                         f"be a multiple of {processes}")
     dev = resolve_device(device)
-    key = _key(model, preset, batch_size, str(dev))
+    key = _key(model, preset, batch_size, str(dev), precision, processes)
     if use_cache:
         hit = _MEMO.get(key)
         if hit is None and (raw := _read_cache().get(key)) is not None:
@@ -129,13 +151,18 @@ def estimate_training_memory(model: str, preset: str, batch_size: int, device: s
             _MEMO[key] = hit
             return hit
     state = state_memory_mb(model, preset)
+    sharing = processes if dev.type == "cpu" else 1  # processes on the CPU share its memory
     free = available_memory_mb(dev)
-    if free is not None and state > free:
-        return MemoryEstimate(model, preset, batch_size, str(dev), round(state, 1), None, None,
-                              f"more than the {free:.0f} MB free on {dev}; not measured")
-    r = measure_in_subprocess(model, preset, batch_size, str(dev), cancel=cancel)
-    result = MemoryEstimate(model, preset, batch_size, str(dev), round(state, 1),
-                            float(r["peak_memory_mb"]), float(r["iters_per_s"]), "measured one step")
+    if free is not None and state * sharing > free:
+        return MemoryEstimate(model, preset, batch_size, str(dev), round(state * sharing, 1), None, None,
+                              f"more than the {free:.0f} MB free on {dev}; not measured", precision, processes)
+    r = measure_in_subprocess(model, preset, batch_size // processes, str(dev), precision, cancel=cancel)
+    buckets = state / 4 if processes > 1 else 0.0  # DDP's gradient buckets: 4 of the 16 bytes per parameter
+    per_process = float(r["peak_memory_mb"]) + buckets
+    result = MemoryEstimate(model, preset, batch_size, str(dev), round(state * sharing, 1),
+                            round(per_process * sharing, 1),
+                            float(r["iters_per_s"]), "measured one step", precision, processes,
+                            round(per_process, 1))
     _MEMO[key] = result
     if use_cache:
         _write_cache(key, result)
@@ -150,8 +177,9 @@ def _main(argv: list[str] | None = None) -> None:
     p.add_argument("preset")
     p.add_argument("batch_size", type=int)
     p.add_argument("device")
+    p.add_argument("precision", nargs="?", default="fp32")
     a = p.parse_args(argv)
-    print(json.dumps(_measure(a.model, a.preset, a.batch_size, 1, a.device, 0, None)))
+    print(json.dumps(_measure(a.model, a.preset, a.batch_size, 1, a.device, 0, None, precision=a.precision)))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,11 @@ def available_devices() -> list[str]:
     return devices
 
 
+def gpu_count() -> int:
+    """The CUDA devices visible here (0 without CUDA)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' picks cuda, then mps, then cpu; an explicit device must exist."""
     if name == "auto":

@@ -18,7 +18,6 @@ checkpoint) when the parent dies.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import multiprocessing as mp
 import os
@@ -28,62 +27,28 @@ import signal
 import threading
 import traceback
 import warnings
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 from .options import TrainOptions
-from .trainer import TrainingError, prepare_dataset
+from .ranks import POLL_S, train_on_ranks
+from .sending import Prepared, Preparing, Started, portable, relay_warnings, resolve, train_and_send
+from .trainer import TrainingError
+
+__all__ = ["Prepared", "Preparing", "Started", "train_in_child"]
 
 log = logging.getLogger(__name__)
 
 #: the function the child trains with, `module:name`, called as `train(options, dataset)`
 TRAIN_TARGET = "napari_crfgan.training.trainer:train"
-#: how often (seconds) the parent looks at its stop request and at the child while waiting
-POLL_S = 0.1
 #: how long (seconds) a stopped child may take to write its checkpoint and exit
 EXIT_TIMEOUT_S = 120.0
 PROCESS_NAME = "crfgan-train"
 
 
-@dataclass(frozen=True)
-class Started:
-    """The child process runs (its id, for the user and for tests)."""
-    pid: int
-
-
-@dataclass(frozen=True)
-class Preparing:
-    done: int
-    total: int
-
-
-@dataclass(frozen=True)
-class Prepared:
-    summary: dict
-
-
-class _Stopped(Exception):
-    """Raised in the child's data preparation, at its next progress report, once a stop is asked."""
-
-
 # ---- the child ----------------------------------------------------------------------
-def _resolve(target: str) -> Callable:
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def _portable(exc: BaseException) -> bytes:
-    """`exc` pickled, or a RuntimeError with its type and message where it does not survive pickling."""
-    try:
-        blob = pickle.dumps(exc)
-        pickle.loads(blob)
-        return blob
-    except Exception:
-        return pickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
-
-
 def _child(options: TrainOptions, target: str, channel, stop) -> None:
-    """The child's whole life: prepare the data, train, send everything to the parent, exit."""
+    """The child's whole life: prepare the data, train (here, or on `options.processes` ranks), send
+    everything to the parent, exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides (Ctrl-C in its terminal reaches us too)
     parent = mp.parent_process()
 
@@ -93,36 +58,16 @@ def _child(options: TrainOptions, target: str, channel, stop) -> None:
     def send(kind: str, payload) -> None:
         channel.put((kind, payload))
 
-    def relay(message, category, filename, lineno, file=None, line=None) -> None:
-        send("warning", (str(message), category.__module__, category.__qualname__, str(filename), lineno))
-
-    warnings.simplefilter("default")  # each warning once per place, as a parent's default would show it
-    warnings.showwarning = relay
     try:
         send("item", Started(os.getpid()))
-
-        def progress(done: int, total: int) -> None:
-            if stopping():
-                raise _Stopped
-            send("item", Preparing(done, total))
-
-        try:
-            dataset = prepare_dataset(options, progress=progress)
-        except _Stopped:
-            dataset = None
-        if dataset is not None and not stopping():
-            send("item", Prepared(dataset.summary()))
-            steps = _resolve(target)(options, dataset)
-            try:
-                for report in steps:
-                    send("item", report)
-                    if stopping():
-                        break
-            finally:
-                steps.close()  # a stopped trainer writes its checkpoint here
+        if options.processes > 1:
+            train_on_ranks(options, target, send, stopping)
+        else:
+            relay_warnings(send)
+            train_and_send(options, target, send, stopping)
         send("done", None)
     except BaseException as exc:
-        send("error", (_portable(exc), traceback.format_exc()))
+        send("error", (portable(exc), traceback.format_exc()))
     finally:
         channel.close()
         channel.join_thread()  # everything sent has reached the pipe before the process exits
@@ -131,7 +76,7 @@ def _child(options: TrainOptions, target: str, channel, stop) -> None:
 # ---- the parent ---------------------------------------------------------------------
 def _warn_again(message: str, module: str, qualname: str, filename: str, lineno: int) -> None:
     try:
-        category = _resolve(f"{module}:{qualname}")
+        category = resolve(f"{module}:{qualname}")
         if not (isinstance(category, type) and issubclass(category, Warning)):
             raise TypeError
     except Exception:  # a category the parent cannot import

@@ -86,6 +86,8 @@ class TrainOptions:
     demo_count: int | None = option(None, "number of demo volumes to generate (default: the demo's)")
     split: str = option("auto", "train on the train list of a split (crfgan split): auto: <out>/split.json when "
                                 "it exists; none: every volume; or the path of a split.json")
+    processes: int = option(1, "training processes on this machine, one per GPU, launched with torchrun (the Train "
+                               "widget's 'all GPUs'; on the command line run torchrun yourself)", cli=False)
     threads: int | None = option(None, "torch CPU threads (default: torch's; 1 is much faster when other jobs "
                                        "share the cores)")
     fine_tune: bool = option(False, "resume a run with other data, seed or batch size on purpose (a fine-tune; "
@@ -113,7 +115,7 @@ class TrainOptions:
             raise ValueError("choose a data folder or a demo set (data)")
         if self.model not in SYSTEMS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(SYSTEMS)}")
-        for name in ("iterations", "batch_size", "checkpoint_every", "demo_count", "threads"):
+        for name in ("iterations", "batch_size", "checkpoint_every", "demo_count", "threads", "processes"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
@@ -123,6 +125,9 @@ class TrainOptions:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value}")
+        if self.batch_size % self.processes:
+            raise ValueError(f"batch_size {self.batch_size} is the global batch, split over {self.processes} "
+                             f"processes: it must be a multiple of {self.processes}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be fp32, bf16 or fp16, not {self.precision!r}")
         if self.resume not in RESUME_MODES:

@@ -1,6 +1,7 @@
 """State shared by the widgets of one viewer: an evented dataclass.
 
-The Train widget writes what is chosen (model, preset, batch size, device) and what
+The Train widget writes what is chosen (model, preset, batch size, device, precision,
+processes) and what
 a run measured; the Model and sample widget writes the loaded sampler and the
 measurements of a sampling run; the Memory and Consistency widgets subscribe and render.
 Only the main thread writes it.
@@ -34,6 +35,8 @@ class PluginState:
     preset: str = TrainOptions.preset
     batch_size: int = TrainOptions.batch_size
     device: str = TrainOptions.device
+    precision: str = TrainOptions.precision
+    processes: int = TrainOptions.processes  # > 1: the Train widget's "all GPUs (N)"
     training: bool = False
     last_run: RunMetrics | None = None
     checkpoint: str = ""  # the checkpoint the last training run wrote

@@ -89,7 +89,7 @@ class MemoryWidget(LazyWidget):
         self.layout().addWidget(scroll_area(body))
 
         self.estimate_button.clicked.connect(self.run_estimate)
-        for name in ("model", "preset", "batch_size", "device"):
+        for name in ("model", "preset", "batch_size", "device", "precision", "processes"):
             getattr(self.state.events, name).connect(self._choice_changed)
         self.state.events.last_run.connect(self._render_run)
         self._choice_changed()
@@ -97,12 +97,13 @@ class MemoryWidget(LazyWidget):
 
     def _key(self) -> tuple:
         s = self.state
-        return s.model, s.preset, s.batch_size, s.device
+        return s.model, s.preset, s.batch_size, s.device, s.precision, s.processes
 
     def _choice_changed(self, *_) -> None:
-        model, preset, batch, device = self._key()
-        self.choice.setText(f"<b>{display_name(model)}</b>, preset {preset}, batch {batch}, "
-                            f"device {device} (as chosen in Train)")
+        model, preset, batch, device, precision, processes = self._key()
+        on = f"{processes} processes on {device} (one per GPU)" if processes > 1 else f"device {device}"
+        self.choice.setText(f"<b>{display_name(model)}</b>, preset {preset}, batch {batch}, {on}, {precision} "
+                            f"(as chosen in Train)")
         self.estimate_label.setText(self._estimate_text() if self._estimate_fits()
                                     else "No estimate for this choice yet.")
         if self._counting != (model, preset):
@@ -118,17 +119,18 @@ class MemoryWidget(LazyWidget):
 
     def _estimate_fits(self) -> bool:
         e = self.estimate
-        model, preset, batch, device = self._key()
-        return e is not None and (e.model, e.preset, e.batch_size) == (model, preset, batch) and \
-            (device == "auto" or e.device == device)
+        model, preset, batch, device, precision, processes = self._key()
+        return e is not None and (e.model, e.preset, e.batch_size, e.precision, e.processes) == \
+            (model, preset, batch, precision, processes) and (device == "auto" or e.device.startswith(device))
 
     def run_estimate(self) -> None:
-        model, preset, batch, device = self._key()
+        model, preset, batch, device, precision, processes = self._key()
         self.estimate_button.setEnabled(False)
         self._estimating_while_training = self.state.training
         self.estimate_label.setText(f"Measuring one training step of {model} {preset} at batch {batch}…")
         cancel = threading.Event()  # closing the widget kills the measuring process at once
-        start_worker(self.workers, estimate_training_memory, model, preset, batch, device, cancel=cancel,
+        start_worker(self.workers, estimate_training_memory, model, preset, batch, device, precision, processes,
+                     cancel=cancel,
                      returned=self._estimated, errored=self._failed, on_quit=cancel.set,
                      finished=lambda: self.estimate_button.setEnabled(True))
 
@@ -141,8 +143,11 @@ class MemoryWidget(LazyWidget):
         e = self.estimate
         if e.peak_memory_mb is None:  # not measured: only the lower bound of weights, gradients and Adam state
             return f"Peak training memory on {e.device}: {e.describe()}."
-        text = (f"Peak training memory on {e.device}: {e.peak_memory_mb:.0f} MB peak, measured over one training "
-                f"step after one warm-up step, on a synthetic batch in a fresh process.")
+        text = (f"Peak training memory on {e.device} ({e.precision}): {e.peak_memory_mb:.0f} MB peak{e.where()}, "
+                f"measured over one training step after one warm-up step, on a synthetic batch in a fresh process.")
+        if e.processes > 1:
+            text += (f" One process was measured at its share of the batch ({e.batch_size // e.processes}), plus DDP's "
+                     f"gradient buckets: {e.per_process_mb:.0f} MB per process.")
         if e.iters_per_s:
             text += (f" That one step took {1 / e.iters_per_s:.2g} s ({e.iters_per_s:.2g} it/s): not the speed of "
                      "a run, which loads data, writes checkpoints and shares the machine (Train shows its speed).")

@@ -45,6 +45,8 @@ PREVIEW_REFRESH_S = 2.0
 #: the widget's preview interval (TrainOptions' default, 0, shows none)
 PREVIEW_EVERY = 50
 APP_NAME = "napari-crfgan"
+#: the device list's "all GPUs (N)": one training process per GPU, started by torchrun
+ALL_GPUS = "all-gpus"
 
 MODULES = ("torch", "napari_crfgan.training", "napari_crfgan.widgets._workers", "napari_crfgan.widgets._state",
            "scipy.ndimage")
@@ -54,7 +56,7 @@ _bound = False
 def _bind() -> None:
     """Import what the form and the run need (torch among it) as this module's globals, once (see `_loading`)."""
     global _bound, DEMO_DATASETS, PRESETS, SYSTEMS, LOSSES, STEPS, UPSAMPLING, RECIPES, RECOMMENDED, PRECISIONS
-    global TrainOptions, TrainReport, train_in_child, Started, Preparing, Prepared, WorkerGroup, notify_error
+    global GPUS, TrainOptions, TrainReport, train_in_child, Started, Preparing, Prepared, WorkerGroup, notify_error
     global one_sentence, RunMetrics, training_orientation
     global state_for, DEVICES, SYSTEM_CHOICES, LOSS_LABELS, DIAGNOSTIC_LABELS, DEFAULTS, HELP
     if _bound:
@@ -65,7 +67,7 @@ def _bind() -> None:
     from ..model import PRESETS, SYSTEMS
     from ..model.presets import LOSSES, STEPS, UPSAMPLING
     from ..model.recipes import RECIPES, RECOMMENDED
-    from ..runtime import available_devices
+    from ..runtime import available_devices, gpu_count
     from ..sampling import training_orientation
     from ..training import TrainOptions, TrainReport
     from ..training.child import Prepared, Preparing, Started, train_in_child
@@ -74,6 +76,7 @@ def _bind() -> None:
     from ._workers import WorkerGroup, notify_error, one_sentence
 
     DEVICES = available_devices()  # once: it asks CUDA
+    GPUS = gpu_count()
     SYSTEM_CHOICES = [(spec.display_name, name) for name, spec in SYSTEMS.items()]
     #: every loss any system logs -> its label in the plot and the status line
     LOSS_LABELS = {k: v for spec in SYSTEMS.values() for k, v in spec.loss_labels.items()}
@@ -85,6 +88,12 @@ def _bind() -> None:
 
 
 __getattr__ = bound_getattr(_bind, MODULES, globals())
+
+
+def device_choices(devices: list[str], gpus: int) -> list[tuple[str, str]]:
+    """The device list: each device, and "all GPUs (N)" (one torchrun process per GPU) when N > 1."""
+    choices = [(d, d) for d in devices]
+    return choices + [(f"all GPUs ({gpus})", ALL_GPUS)] if gpus > 1 else choices
 
 
 def default_run_folder(name: str) -> Path:
@@ -131,7 +140,8 @@ class TrainWidget(LazyWidget):
         self.batch = spin(self.state.batch_size, 1, 512, tip["batch_size"])
         self.iterations = spin(DEFAULTS.iterations, 1, 10_000_000, tip["iterations"])
         self.preview_every = spin(PREVIEW_EVERY, 0, 1_000_000, tip["preview_every"])
-        self.device = combo(DEVICES, self.state.device, tip["device"])
+        device = ALL_GPUS if self.state.processes > 1 else self.state.device
+        self.device = combo(device_choices(DEVICES, GPUS), device, f"{tip['device']}; all GPUs: {tip['processes']}")
         self.out = QLineEdit()
         self.out.setToolTip(tip["out"])
         self.out_full = WrapLabel()  # the whole path: the line edit shows only part of a long one
@@ -213,7 +223,7 @@ class TrainWidget(LazyWidget):
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setInterval(int(REFRESH_S * 1000))
         self._refresh_timer.timeout.connect(self._refresh)
-        for w in (self.system, self.preset, self.device):
+        for w in (self.system, self.preset, self.device, self.precision):
             w.currentIndexChanged.connect(self._publish_choice)
         self.batch.valueChanged.connect(self._publish_choice)
         self.out.textChanged.connect(self._show_out)
@@ -225,10 +235,15 @@ class TrainWidget(LazyWidget):
     def _publish_choice(self, *_) -> None:
         s = self.state
         s.model, s.preset = self.system.currentData(), self.preset.currentData()
-        s.batch_size, s.device = self.batch.value(), self.device.currentData()
+        s.batch_size, s.precision = self.batch.value(), self.precision.currentData()
+        s.device, s.processes = self._device_and_processes()
         if self.out.text() == self._auto_out:  # nobody chose a folder: the default follows the choice
             self._auto_out = str(default_run_folder(f"{s.model}-{s.preset}"))
             self.out.setText(self._auto_out)
+
+    def _device_and_processes(self) -> tuple[str, int]:
+        choice = self.device.currentData()
+        return ("cuda", GPUS) if choice == ALL_GPUS else (choice, 1)
 
     def _show_out(self, text: str) -> None:
         text = text.strip()
@@ -241,10 +256,11 @@ class TrainWidget(LazyWidget):
         rates = {name: (box.value() or None) for name, box in
                  (("lr_g", self.lr_g), ("lr_d", self.lr_d), ("lr_e", self.lr_e))}
         modality = self.modality_box.currentData()
+        device, processes = self._device_and_processes()
         return TrainOptions(
             data=self.data.currentText().strip(), out=self.out.text().strip(), model=self.system.currentData(),
             preset=self.preset.currentData(), iterations=self.iterations.value(), batch_size=self.batch.value(),
-            resume=self.resume.isChecked(), device=self.device.currentData(), seed=self.seed.value(),
+            resume=self.resume.isChecked(), device=device, processes=processes, seed=self.seed.value(),
             checkpoint_every=self.checkpoint_every.value(), modality=None if modality == "auto" else modality,
             conditional=self.conditional.isChecked(), precision=self.precision.currentData(),
             step=self.step.currentData(), recipe=self.recipe.currentData(), loss=self.loss.currentData(),
