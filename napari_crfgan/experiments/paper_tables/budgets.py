@@ -65,7 +65,7 @@ BUDGETS: dict[str, Budget] = {
         name="tiny",
         description="tests only: tiny-32 models, a handful of iterations, 2 classifier seeds; the numbers mean nothing",
         gan_preset="tiny-32", gan_batch_size=2, brain_count=16, brain_iterations=4, num_samples=8,
-        chest_count=12, chest_iterations=4, aug_seeds=2, gan_seeds=(0, 1), chest_splits=(0,), chest_gan_seeds=(0,),
+        chest_count=12, chest_iterations=4, aug_seeds=2, gan_seeds=(0,), chest_splits=(0,), chest_gan_seeds=(0,),
         paired_boot=20,
         aug_settings=AugmentationSettings(max_epochs=6, patience=2, batch_size=4),
         eval_options={"features": ("shallow",), "seeds": (0,), "kid_subsets": 10, "mmd_permutations": 20,
