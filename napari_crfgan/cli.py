@@ -98,8 +98,9 @@ def _prepare(options):
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     part = f" (the train list of {dataset.split['path']})" if dataset.split else ""
+    masks = f", with masks of {dataset.mask_classes} labels" if getattr(dataset, "mask_classes", 0) else ""
     print(f"data: {len(dataset)} volumes from {options.data}{part} ({dataset.modality}, "
-          f"{dataset.spacing[0]:.2f} mm voxels at {dataset.size}^3)", file=sys.stderr)
+          f"{dataset.spacing[0]:.2f} mm voxels at {dataset.size}^3{masks})", file=sys.stderr)
     return dataset
 
 
@@ -197,6 +198,19 @@ def cmd_sample(args) -> list[Path]:
     return paths
 
 
+def cmd_synthesize(args) -> Path:
+    from .runtime import torch_threads
+    from .synthesis import Synthesizer
+
+    check_writable(Path(args.out).parent)
+    with torch_threads(args.threads):
+        synthesizer = Synthesizer(args.checkpoint, device=args.device)
+        path = synthesizer.write(args.mask, args.out, overwrite=args.overwrite, patch=args.patch,
+                                 overlap=args.overlap, seed=args.seed, resample=not args.no_resample)
+    print(f"wrote {path} on the grid of {args.mask} ({synthesizer.checkpoint.describe()}, {synthesizer.modality})")
+    return path
+
+
 def cmd_pretrain(args) -> None:
     from .experiments.pretrain import PretrainOptions, run_pretrain
 
@@ -207,10 +221,10 @@ def cmd_pretrain(args) -> None:
 
 
 def cmd_params(args) -> None:
-    from .model import get_config, parameter_summary
+    from .model import parameter_summary, system_config
     from .model.flops import network_macs, step_macs
 
-    cfg = get_config(args.preset, step=args.step)
+    cfg = system_config(args.model, args.preset, step=args.step)
     result = {"model": args.model, "preset": args.preset, **parameter_summary(args.model, cfg),
               "macs": {"networks": network_macs(args.model, cfg),
                        "step": {"batch": args.batch_size, "total": step_macs(args.model, cfg, args.batch_size),
@@ -432,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import SplitOptions
     from .experiments.demo import DemoOptions
     from .experiments.sources import INJECTIONS
-    from .model import PRESETS, SYSTEMS
+    from .model import PRESETS, SYSTEMS, uses_masks
     from .model.presets import STEPS
     from .training import TrainOptions
 
@@ -456,6 +470,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_sample)
 
+    sy = sub.add_parser("synthesize", help="write the volume a mask-to-volume model (pix2pix, spade) makes from a "
+                                           "label mask, on the mask's grid")
+    sy.add_argument("--checkpoint", required=True, help="run folder or checkpoint file of a pix2pix or spade model")
+    sy.add_argument("--mask", required=True, help="label mask (.nii, .nii.gz or .npy): integer labels the model "
+                                                  "was trained with")
+    sy.add_argument("--out", required=True, help="output NIfTI file (.nii.gz or .nii), with the mask's affine")
+    sy.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    sy.add_argument("--patch", type=positive_int, help="side of the patches the generator runs on, a multiple of "
+                                                       "its stride (default: the model's; bounds the memory)")
+    sy.add_argument("--overlap", type=int, help="voxels neighbouring patches share (default: enough to equal one "
+                                                "pass over the whole volume)")
+    sy.add_argument("--seed", type=seed_int, default=0, help="noise seed (models trained with a noise input)")
+    sy.add_argument("--no-resample", action="store_true", help="use the mask's grid as it is, not resampled to the "
+                                                               "training voxel size")
+    sy.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
+    sy.add_argument("--device", default="auto")
+    sy.set_defaults(func=cmd_synthesize)
+
     q = sub.add_parser("params", help="parameter counts per network")
     q.add_argument("--model", choices=SYSTEMS, default="crfgan")
     q.add_argument("--preset", choices=list(PRESETS), default="paper-256")
@@ -476,8 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--compare", choices=("systems", "checkpointing", "processes"), default="systems",
                    help="systems: every system side by side; checkpointing: --model with and without activation "
                         "checkpointing; processes: --model on each of --processes processes (torchrun, DDP)")
-    b.add_argument("--model", choices=list(SYSTEMS), default="crfgan", help="the system of --compare "
-                                                                             "checkpointing / processes")
+    b.add_argument("--model", choices=[m for m in SYSTEMS if not uses_masks(m)], default="crfgan",
+                   help="the system of --compare checkpointing / processes (the latent models)")
     b.add_argument("--processes", type=_counts, default=(1, 2), help="world sizes of --compare processes, e.g. 1,2")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)

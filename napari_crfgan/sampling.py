@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import from_modality_units, to_modality_units, write_nifti
-from .model import display_name
+from .model import display_name, uses_masks
 from .runtime import Checkpoint, load_checkpoint, resolve_device
 
 
@@ -22,7 +22,7 @@ def sample_path(folder: str | Path, seed: int) -> Path:
     return Path(folder) / f"sample_seed{seed:04d}.nii.gz"
 
 
-def _fresh(paths: list[Path], overwrite: bool) -> list[Path]:
+def refuse_existing(paths: list[Path], overwrite: bool) -> list[Path]:
     """`paths`, after refusing (FileExistsError) to replace existing files unless `overwrite`."""
     taken = [p for p in paths if p.exists()]
     if taken and not overwrite:
@@ -88,6 +88,9 @@ class Sampler:
 
     def __init__(self, checkpoint: str | Path | Checkpoint, device: str = "auto") -> None:
         self.checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+        if uses_masks(self.checkpoint.model):
+            raise ValueError(f"{self.checkpoint.describe()} is a {display_name(self.checkpoint.model)} model, which "
+                             "makes volumes from label masks, not latent codes: use crfgan synthesize --mask")
         self.device = resolve_device(device)
         self.system = self.checkpoint.build(self.device)
         self.cfg = self.checkpoint.config
@@ -177,7 +180,7 @@ class Sampler:
         """Write volumes seed .. seed + num - 1 as `out/sample_seedNNNN.nii.gz`, one at a time (bounded memory).
 
         Files of those names already in `out` are refused before anything is written, unless `overwrite`."""
-        paths = _fresh([sample_path(out, seed + i) for i in range(num)], overwrite)
+        paths = refuse_existing([sample_path(out, seed + i) for i in range(num)], overwrite)
         for i, path in enumerate(paths):
             (vol,) = self.sample(1, seed=seed + i, label=label, chunk=chunk)
             vol.save(path)
@@ -188,7 +191,8 @@ class Sampler:
     def write_walk(self, out: str | Path, seed_a: int, seed_b: int, steps: int, label: int | str | None = None,
                    chunk: int | None = None, overwrite: bool = False) -> list[Path]:
         """Write a latent walk as `out/walk_A_B_II.nii.gz`, frame by frame (existing names refused as above)."""
-        paths = _fresh([Path(out) / f"walk_{seed_a}_{seed_b}_{i:02d}.nii.gz" for i in range(steps)], overwrite)
+        paths = refuse_existing([Path(out) / f"walk_{seed_a}_{seed_b}_{i:02d}.nii.gz" for i in range(steps)],
+                                overwrite)
         walk = self.interpolate(seed_a, seed_b, steps=steps, label=label, chunk=chunk)
         return [write_nifti(path, frame, self.spacing, direction=self.direction, orientation=self.orientation)
                 for path, frame in zip(paths, walk)]

@@ -389,6 +389,10 @@ class VolumeDataset(Dataset):
         count = len(self) if num is None else min(num, len(self))
         return np.stack([self[i][0].numpy() for i in range(count)])
 
+    def content_files(self) -> list[tuple[str, Path]]:
+        """(name, path) of every file the items are made from, in item order (what a run's data digest covers)."""
+        return [(rel, Path(self.folder) / rel) for rel in self.files]
+
     def label(self, index: int) -> int:
         """Class index of item ``index`` (-1 without labels)."""
         return -1 if self.labels is None else self.labels[index]

@@ -22,7 +22,10 @@ sampling and the GUI can be tried end to end without any data at hand.
     hold 1-3 solid lung nodules (spheres 6-25 mm across, 0..+50 HU); ``labels.csv``
     says ``nodule`` / ``no-nodule`` and ``nodules.json`` gives their centres
     (voxel indices, D, H, W) and diameters (mm). Volumes are 96 x 128 x 128 voxels
-    (D, H, W) at 3.0 x 2.5 x 2.5 mm, stored as int16.
+    (D, H, W) at 3.0 x 2.5 x 2.5 mm, stored as int16. Its label masks (:func:`demo_masks_folder`,
+    ``--data demo-chest --masks``) give every voxel the structure the phantom drew last there, one
+    label per structure (:data:`CHEST_LABELS`, also in the folder's ``label_names.csv``), on the
+    same grid; drawing them consumes no random draw, so the volumes are the same with or without.
 
 Each data set is generated once per ``(name, count, seed)`` into a folder of
 ``.nii.gz`` files under ``<cache_dir>/demo/`` (see :func:`demo_folder`) and reused
@@ -43,8 +46,8 @@ from ..files import atomic_path
 from .cache import cache_dir as _default_cache_dir
 from .nifti import write_nifti
 
-__all__ = ["DEMO_DATASETS", "DEMO_MODALITY", "DEFAULT_DEMO_COUNT", "demo_folder", "make_chest_phantom",
-           "make_brain_volume"]
+__all__ = ["DEMO_DATASETS", "DEMO_MODALITY", "DEFAULT_DEMO_COUNT", "demo_folder", "demo_masks_folder",
+           "make_chest_phantom", "chest_phantom_with_labels", "make_brain_volume", "CHEST_LABELS", "MASK_DEMOS"]
 
 DEMO_DATASETS = ("demo-brain", "demo-chest")
 DEMO_MODALITY = {"demo-brain": "mri", "demo-chest": "ct"}
@@ -227,7 +230,16 @@ def _tree_segments(rng, start, direction, length, radius, depth, spread=0.55, de
     return segments
 
 
-# long: one procedural phantom, drawn structure by structure (body, ribs, spine, lungs, heart, nodules)
+#: the demo-chest masks' labels: every structure the phantom draws (0: outside the field of view and the
+#: padding around a volume fitted into the cube)
+CHEST_LABELS = {0: "outside the field of view", 1: "air", 2: "fat", 3: "muscle", 4: "abdomen",
+                5: "mediastinal fat", 6: "rib", 7: "intervertebral disc", 8: "vertebra", 9: "spinal canal",
+                10: "lung", 11: "lung vessel", 12: "heart and aorta", 13: "airway", 14: "nodule"}
+_LABEL = {name: label for label, name in CHEST_LABELS.items()}
+#: demo sets that come with label masks
+MASK_DEMOS = ("demo-chest",)
+
+
 def make_chest_phantom(
     seed: int, nodule: bool = False, shape=CHEST_SHAPE, spacing=CHEST_SPACING
 ) -> tuple[np.ndarray, list[dict]]:
@@ -236,18 +248,30 @@ def make_chest_phantom(
     Deterministic in ``seed``. Returns ``(volume, nodules)`` with each nodule a dict
     ``{"center": [d, h, w] voxel indices, "diameter_mm": float, "hu": float}``.
     """
+    vol, nodules, _ = chest_phantom_with_labels(seed, nodule, shape, spacing)
+    return vol, nodules
+
+
+# long: one procedural phantom, drawn structure by structure (body, ribs, spine, lungs, heart, nodules)
+def chest_phantom_with_labels(
+    seed: int, nodule: bool = False, shape=CHEST_SHAPE, spacing=CHEST_SPACING
+) -> tuple[np.ndarray, list[dict], np.ndarray]:
+    """:func:`make_chest_phantom`'s volume and nodules, and its label mask (D, H, W) uint8 (:data:`CHEST_LABELS`)."""
     rng = np.random.default_rng(int(seed))
     g = _Grid(shape, spacing)
     z, y, x = g.z, g.y, g.x
     u = rng.uniform
     vol = np.full(g.shape, -1024.0, dtype=np.float32)
+    labels = np.zeros(g.shape, dtype=np.uint8)
 
-    def put(mask, value):
-        vol[np.broadcast_to(mask, g.shape)] = value
+    def put(mask, value, structure):
+        where = np.broadcast_to(mask, g.shape)
+        vol[where] = value
+        labels[where] = _LABEL[structure]
 
     # field of view and body wall (elliptic cylinder, slightly narrower at the top)
     fov = (x**2 + y**2) <= (0.5 * g.shape[2] * g.spacing[2] - 2) ** 2
-    put(np.broadcast_to(fov, g.shape), -1000.0)
+    put(np.broadcast_to(fov, g.shape), -1000.0, "air")
     half_z = 0.5 * g.shape[0] * g.spacing[0]
     taper = 1.0 - 0.12 * np.clip(z / half_z, 0, 1) ** 2
     ax0, ay0, yc = u(128, 150), u(88, 108), u(-8, 4)
@@ -262,9 +286,9 @@ def make_chest_phantom(
     muscle = ellipse(ax - fat_t, ay - fat_t, yc) <= 1
     cav_a, cav_b = ax - fat_t - mus_t, ay - fat_t - mus_t
     cavity = ellipse(cav_a, cav_b, yc) <= 1
-    put(body, -100.0)
-    put(muscle, 45.0)
-    put(cavity, 55.0)
+    put(body, -100.0, "fat")
+    put(muscle, 45.0, "muscle")
+    put(cavity, 55.0, "abdomen")  # above the diaphragm it becomes mediastinal fat below
 
     # ribs: bands just outside the cavity, tilted down anteriorly
     r_out = np.sqrt(ellipse(cav_a, cav_b, yc))
@@ -272,7 +296,7 @@ def make_chest_phantom(
     rib_z = np.arange(-half_z - 20, half_z + 20, u(24, 28)) + u(-6, 6)
     tilt = u(0.25, 0.4)
     phase = np.min(np.abs((z + tilt * (y - yc))[..., None] - rib_z), axis=-1) <= 3.5
-    put(rib_ring & phase, 500.0)
+    put(rib_ring & phase, 500.0, "rib")
 
     # spine
     sp_y, sp_x = yc - cav_b0 - u(-4, 6), u(-3, 3)
@@ -287,11 +311,11 @@ def make_chest_phantom(
         (np.abs(x - sp_x) <= 4) & (y <= canal_y) & (y >= canal_y - 38)
     )
     bone_region = (vb <= 1) | arch
-    put((vb <= 1) & disc, 80.0)
-    put((vb <= 1) & ~disc, 700.0)
-    put((vb <= 0.75) & ~disc, 400.0)
-    put(arch & ~disc & (canal > 1), 600.0)
-    put(canal <= 1, 15.0)
+    put((vb <= 1) & disc, 80.0, "intervertebral disc")
+    put((vb <= 1) & ~disc, 700.0, "vertebra")
+    put((vb <= 0.75) & ~disc, 400.0, "vertebra")
+    put(arch & ~disc & (canal > 1), 600.0, "vertebra")
+    put(canal <= 1, 15.0, "spinal canal")
 
     # lungs: rounded apex, domed base
     lungs = np.zeros(g.shape, dtype=bool)
@@ -309,7 +333,7 @@ def make_chest_phantom(
     lungs &= ellipse(cav_a - 3, cav_b - 3, yc) <= 1
     # thoracic cavity: mediastinal fat above the diaphragm, liver / abdomen below
     diaphragm = lz - 110.0 * (0.55 + 0.45 * np.clip(ellipse(cav_a, cav_b, yc), 0, 1))
-    put(cavity & (z >= diaphragm) & ~bone_region & (canal > 1), -80.0)
+    put(cavity & (z >= diaphragm) & ~bone_region & (canal > 1), -80.0, "mediastinal fat")
     lungs &= ~(vb <= 1.6) & ~(ellipse(12, 12, sp_y + vb_b + 12, sp_x) <= 1)
 
     # heart (towards the patient's left and anterior), aorta, trachea
@@ -352,11 +376,11 @@ def make_chest_phantom(
                 _draw_segment(mask, g, p0, p1, r)
 
     # composite: lungs, vessels and airways inside lungs, heart, aorta, trachea
-    put(lungs, -850.0)
-    put(vessel & lungs, 40.0)
-    put(heart | vessels_big, 40.0)
+    put(lungs, -850.0, "lung")
+    put(vessel & lungs, 40.0, "lung vessel")
+    put(heart | vessels_big, 40.0, "heart and aorta")
     lumen = airway & (lungs | ~bone_region & cavity & ~heart)
-    put(lumen, -1000.0)
+    put(lumen, -1000.0, "airway")
 
     # nodules, placed inside the lungs away from their border
     nodules = []
@@ -373,6 +397,7 @@ def make_chest_phantom(
                 if ball.any() and lungs[sl][ball].mean() >= 0.97:
                     hu = u(0, 50)
                     vol[sl][ball] = hu
+                    labels[sl][ball] = _LABEL["nodule"]
                     nodules.append({"center": [int(v) for v in c], "diameter_mm": round(2 * radius, 2),
                                     "hu": round(hu, 1)})
                     break
@@ -383,15 +408,19 @@ def make_chest_phantom(
 
     vol = gaussian_filter(vol, sigma=0.6, mode="nearest")
     vol += rng.normal(0.0, u(8, 16), g.shape).astype(np.float32)
-    put(~np.broadcast_to(fov, g.shape), -1024.0)
-    return vol, nodules
+    put(~np.broadcast_to(fov, g.shape), -1024.0, "outside the field of view")
+    return vol, nodules, labels
+
+
+def _chest_nodules(count: int, seed: int) -> list[bool]:
+    """Which volumes hold nodules: one in each consecutive pair, the order drawn per pair: balanced, and
+    volume i is the same whatever the count."""
+    flips = [np.random.default_rng([int(seed), k]).integers(2) for k in range((count + 1) // 2)]
+    return [(i % 2) != flips[i // 2] for i in range(count)]
 
 
 def _write_chest_set(folder: Path, count: int, seed: int, progress) -> None:
-    # one nodule case in each consecutive pair, the order drawn per pair: balanced,
-    # and volume i is the same whatever the count
-    flips = [np.random.default_rng([int(seed), k]).integers(2) for k in range((count + 1) // 2)]
-    has_nodule = [(i % 2) != flips[i // 2] for i in range(count)]
+    has_nodule = _chest_nodules(count, seed)
     rows = ["filename,label"]
     info = {}
     for i in range(count):
@@ -405,3 +434,41 @@ def _write_chest_set(folder: Path, count: int, seed: int, progress) -> None:
             progress(i + 1, count)
     (folder / "labels.csv").write_text("\n".join(rows) + "\n")
     (folder / "nodules.json").write_text(json.dumps(info, indent=1))
+
+
+def demo_masks_folder(
+    name: str,
+    count: int | None = None,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Folder of the label masks of the demo set ``name`` (demo-chest), one per volume under the volume's
+    name, with ``label_names.csv``; generated if missing, atomically, beside the volumes' folder (which is
+    made too when missing). ``progress(done, total)`` after each mask."""
+    from .label_names import write_label_names
+    from .nifti import make_geometry, write_nifti_volume
+
+    if name not in MASK_DEMOS:
+        raise ValueError(f"the demo set {name!r} has no masks; {', '.join(MASK_DEMOS)} has")
+    volumes = demo_folder(name, count=count, seed=seed, cache_dir=cache_dir, progress=progress)
+    folder = volumes.with_name(volumes.name + "-masks")
+    if (folder / "masks.json").is_file():
+        return folder
+    count = DEFAULT_DEMO_COUNT if count is None else int(count)
+    try:
+        with atomic_path(folder) as tmp:
+            tmp.mkdir()
+            for i, has_nodule in enumerate(_chest_nodules(count, int(seed))):
+                _, _, labels = chest_phantom_with_labels(int(seed) * 100003 + i, nodule=bool(has_nodule))
+                write_nifti_volume(tmp / f"chest_{i:03d}.nii.gz", labels, make_geometry(CHEST_SPACING), labels=True)
+                if progress is not None:
+                    progress(i + 1, count)
+            write_label_names(tmp, CHEST_LABELS)
+            (tmp / "masks.json").write_text(json.dumps({"volumes": volumes.name, "labels": len(CHEST_LABELS)}))
+            if folder.exists() and not (folder / "masks.json").is_file():  # an incomplete leftover
+                shutil.rmtree(folder, ignore_errors=True)
+    except OSError:
+        if not (folder / "masks.json").is_file():  # not a concurrent process that finished first
+            raise
+    return folder

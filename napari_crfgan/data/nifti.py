@@ -51,6 +51,7 @@ __all__ = [
     "write_nifti_volume",
     "nifti_record",
     "nifti_orientation",
+    "volume_grid",
     "dhw_affine",
     "ras_affine",
     "make_geometry",
@@ -302,7 +303,7 @@ def read_nifti(path: str | os.PathLike, *, allow_4d: bool = False, keep_integers
         raise
     except Exception as exc:
         raise VolumeError(f"unreadable or corrupt file ({_short(exc, path=path)})") from None
-    xyz = xyz.reshape(shape)
+    xyz = xyz.reshape(canon.shape)  # the reoriented axes (the file's shape would scramble a permuted one)
     aff = np.asarray(canon.affine, dtype=np.float64)
     zooms_xyz = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
     spacing = tuple(round(float(z), _SPACING_DECIMALS) for z in zooms_xyz[::-1])
@@ -471,6 +472,34 @@ def nifti_orientation(path: str | os.PathLike) -> dict | None:
     if not np.isfinite(canonical).all() or "?" in codes or len(codes) != 3:
         return None
     return {"orientation": codes, "direction": _direction(dhw_affine(canonical)).tolist()}
+
+
+def volume_grid(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray | None]:
+    """The (D, H, W) shape and geometry of a volume file as :func:`load_volume` would read it, from its header
+    only: NIfTI reoriented to RAS as :func:`read_nifti` does; a ``.npy`` has its stored shape and no geometry
+    (None). Raises :class:`VolumeError` for a file that cannot be read."""
+    path = Path(path)
+    if _suffix(path) == ".npy":
+        try:
+            return tuple(int(n) for n in np.load(path, mmap_mode="r", allow_pickle=False).shape), None
+        except Exception as exc:
+            raise VolumeError(f"unreadable or corrupt .npy file ({_short(exc, path=path)})") from None
+    import nibabel as nib
+    from nibabel.orientations import inv_ornt_aff, io_orientation
+
+    try:
+        with _nibabel_header_fixes(path):
+            img = nib.load(str(path))
+        affine = np.asarray(img.affine, dtype=np.float64)
+        shape = _squeeze_to_3d(img.shape)
+        ornt = io_orientation(affine)
+        canonical = affine @ inv_ornt_aff(ornt, shape[:3])
+        xyz = [0, 0, 0]
+        for axis, (to, _) in enumerate(ornt):  # input axis `axis` becomes canonical axis `to`
+            xyz[int(to)] = int(shape[axis])
+    except Exception as exc:  # nibabel raises many types for foreign files
+        raise VolumeError(f"not a readable NIfTI volume ({_short(exc, path=path)})") from None
+    return tuple(int(n) for n in xyz[::-1]) + tuple(shape[3:]), dhw_affine(canonical)
 
 
 # ---------------------------------------------------------------------------- writing

@@ -12,6 +12,8 @@ Both then go through :func:`fit_to_cube`: the volume is resampled (trilinear, wi
 an average-pooling prefilter when shrinking by 2x or more) so that its largest
 physical extent fills the cube of side ``size`` with isotropic voxels, and the other
 axes are padded (centred) with the background value -1. Anatomy is never stretched.
+:func:`preprocess_labels` puts a label mask of the same grid into the same cube: the
+image's trimmed slices removed, nearest-neighbour resampling, padded with label 0.
 :func:`resampling_problem` says when that fit is extreme (an axis of fewer than 8
 voxels, fitted into a single slice of the cube, or upsampled more than 4x).
 
@@ -37,6 +39,7 @@ __all__ = [
     "fitted_shape",
     "resampling_problem",
     "preprocess_volume",
+    "preprocess_labels",
     "to_modality_units",
     "from_modality_units",
     "detect_modality",
@@ -141,11 +144,16 @@ def trim_background_slices(data: np.ndarray, threshold: float) -> np.ndarray:
     Interior slices are kept (removing them would distort the anatomy). A volume
     that is background everywhere is returned unchanged.
     """
+    return data[background_trim(data, threshold)]
+
+
+def background_trim(data: np.ndarray, threshold: float) -> slice:
+    """The axial (D) slices :func:`trim_background_slices` keeps (all of them for an all-background volume)."""
     x = np.nan_to_num(data, nan=-np.inf) if np.isnan(data).any() else data
     keep = np.flatnonzero(x.reshape(x.shape[0], -1).max(axis=1) > threshold)
     if keep.size == 0:
-        return data
-    return data[keep[0] : keep[-1] + 1]
+        return slice(None)
+    return slice(int(keep[0]), int(keep[-1]) + 1)
 
 
 def fitted_shape(shape, spacing, size: int) -> tuple[int, int, int]:
@@ -181,13 +189,15 @@ def resampling_problem(shape, spacing, size: int) -> str | None:
 
 
 def fit_to_cube(
-    data: np.ndarray, spacing, size: int, background: float = BACKGROUND
+    data: np.ndarray, spacing, size: int, background: float = BACKGROUND, labels: bool = False
 ) -> tuple[np.ndarray, tuple[float, float, float]]:
     """Resample ``data`` (D, H, W) into a ``size``^3 cube keeping the physical aspect.
 
     The largest physical extent (voxels x spacing) fills the cube; the output voxels
     are isotropic with spacing ``max_extent / size`` mm; the shorter axes are padded
     on both sides (centred) with ``background``. Returns ``(cube, (s, s, s))``.
+    ``labels``: a label map, resampled nearest-neighbour (voxel centres aligned as the
+    trilinear resampling aligns them) without the prefilter, so labels stay labels.
     """
     import torch
     import torch.nn.functional as F
@@ -202,10 +212,11 @@ def fit_to_cube(
     t = torch.from_numpy(np.ascontiguousarray(data))[None, None]
     # anti-aliasing: average-pool by the integer part of the shrink factor first
     kernel = tuple(max(1, int(n // m)) for n, m in zip(data.shape, target))
-    if max(kernel) > 1:
+    if max(kernel) > 1 and not labels:
         t = F.avg_pool3d(t, kernel_size=kernel, stride=kernel, ceil_mode=True, count_include_pad=False)
     if tuple(t.shape[2:]) != target:
-        t = F.interpolate(t, size=target, mode="trilinear", align_corners=False)
+        t = F.interpolate(t, size=target, mode="nearest-exact" if labels else "trilinear",
+                          **({} if labels else {"align_corners": False}))
     resized = t[0, 0].numpy()
 
     cube = np.full((size, size, size), background, dtype=np.float32)
@@ -233,6 +244,17 @@ def preprocess_volume(
     cube, iso = fit_to_cube(x, spacing, p.size, BACKGROUND)
     np.clip(cube, -1.0, 1.0, out=cube)
     return cube, iso
+
+
+def preprocess_labels(
+    labels: np.ndarray, image: np.ndarray, spacing, preprocessing: Preprocessing
+) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A label mask on the grid of the raw ``image`` -> the cube :func:`preprocess_volume` puts the image in
+    (float32 labels, padded with 0), and the same isotropic spacing."""
+    p = preprocessing
+    if p.modality == "ct" and p.trim_background:
+        labels = labels[background_trim(np.asarray(image, dtype=np.float32), p.background_hu)]
+    return fit_to_cube(np.asarray(labels, dtype=np.float32), spacing, p.size, background=0.0, labels=True)
 
 
 def to_modality_units(volume, modality: str, hu_window=HU_WINDOW):

@@ -114,12 +114,13 @@ class Split:
         return Path(self.source).expanduser().resolve() == Path(source).expanduser().resolve()
 
     def dataset(self, part: str, size: int, **kw):
-        """The volumes of one part as a :class:`~napari_crfgan.data.VolumeDataset` (the split recorded on it)."""
-        from .dataset import VolumeDataset
+        """The volumes of one part as a :class:`~napari_crfgan.data.VolumeDataset` (with `masks`: a
+        :class:`~napari_crfgan.data.PairedDataset`; the split recorded on it)."""
+        from .paired import open_dataset
 
         if part not in PARTS:
             raise ValueError(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
-        ds = VolumeDataset(self.source, size=size, files=self.parts[part], demo_count=self.demo_count, **kw)
+        ds = open_dataset(self.source, size=size, files=self.parts[part], demo_count=self.demo_count, **kw)
         ds.split = self.record(part)
         return ds
 

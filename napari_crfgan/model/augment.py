@@ -8,6 +8,9 @@ the augmentation and G's gradient flows through it:
 - ``cutout``: a cube of half the side set to background at a random place;
 - ``intensity``: brightness + U(-0.5, 0.5) and contrast x U(0.5, 1.5) about the volume's mean.
 
+A D input may carry more channels than the image (mask systems: the one-hot mask after it): the shifts and
+the cutout move every channel alike, so the mask stays on its image; intensity changes the image only.
+
 Each operation hits a volume with probability p. With `ada_target` > 0 p adapts: every
 few iterations, r = E[sign D(real)] (how sure D is of the real volumes; it rises as D
 overfits) moves p up when above the target and down when below, by as much as
@@ -73,12 +76,15 @@ def cutout(x: torch.Tensor, p: float, ratio: float = 0.5) -> torch.Tensor:
 
 
 def intensity(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Channel 0, the image; further channels (a mask) are not intensities and stay."""
     b = x.shape[0]
     hit = _per_sample(x, p)
     brightness = (_rand(x, b, 1, 1, 1, 1, dtype=x.dtype) - 0.5) * hit
     contrast = 1 + (_rand(x, b, 1, 1, 1, 1, dtype=x.dtype) - 0.5) * hit
-    mean = x.mean(dim=(1, 2, 3, 4), keepdim=True)
-    return (x - mean) * contrast + mean + brightness
+    image = x[:, :1]
+    mean = image.mean(dim=(1, 2, 3, 4), keepdim=True)
+    image = (image - mean) * contrast + mean + brightness
+    return image if x.shape[1] == 1 else torch.cat([image, x[:, 1:]], dim=1)
 
 
 OPERATIONS = {"translation": translate, "cutout": cutout, "intensity": intensity}
@@ -111,7 +117,8 @@ class Augment(nn.Module):
         """Adaptive p: collect sign(D(real)); every ADA_INTERVAL iterations step p towards the target."""
         if not self.target:
             return
-        self.sign_sum += torch.sign(d_real[:, 0].float()).sum()
+        signs = torch.sign(d_real[:, 0].float()).reshape(d_real.shape[0], -1)
+        self.sign_sum += signs.mean(dim=1).sum()  # a patch discriminator: the mean over its patches per volume
         self.sign_count += d_real.shape[0]
         if (iteration + 1) % ADA_INTERVAL:
             return

@@ -10,7 +10,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .presets import ModelConfig
-from .registry import build_system
+from .registry import build_system, uses_masks
 
 
 def count_macs(fn) -> int:
@@ -25,7 +25,10 @@ def _inputs(system, cfg: ModelConfig, batch: int) -> dict:
     c, e = cfg.embedding_channels, cfg.embedding_size
     emb = torch.zeros(batch, c, e, e, e)
     slab = torch.zeros(batch, 1, cfg.slab, cfg.size, cfg.size)
+    cube = (cfg.size,) * 3
     args = {
+        "generator": (torch.zeros(batch, cfg.mask_classes + cfg.mask_noise, *cube),),
+        "discriminator": (torch.zeros(batch, 1 + cfg.mask_classes, *cube),),
         "trunk": (torch.zeros(batch, cfg.latent_dim + cfg.num_classes),),
         "head": (torch.zeros(batch, c, cfg.slab // 4, e, e),),
         "d_high": (slab, 0),
@@ -54,8 +57,9 @@ def network_macs(model: str, cfg: ModelConfig, batch: int = 1) -> dict[str, int]
         system = build_system(model, cfg)
         out = {name: count_macs(lambda n=name, a=a: getattr(system, n)(*a))
                for name, a in _inputs(system, cfg, batch).items()}
-        full = torch.zeros(batch, cfg.embedding_channels, *(cfg.embedding_size,) * 3)
-        out["head_full_volume"] = count_macs(lambda: system.head(full))
+        if hasattr(system, "head"):
+            full = torch.zeros(batch, cfg.embedding_channels, *(cfg.embedding_size,) * 3)
+            out["head_full_volume"] = count_macs(lambda: system.head(full))
     return out
 
 
@@ -63,7 +67,7 @@ def step_macs(model: str, cfg: ModelConfig, batch: int = 1) -> int:
     """MACs of one whole training iteration (every step, forward and backward) at `batch`."""
     with torch.device("meta"):
         system = build_system(model, cfg)
-        real = torch.zeros(batch, 1, cfg.size, cfg.size, cfg.size)
+        real = torch.zeros(batch, 2 if uses_masks(model) else 1, cfg.size, cfg.size, cfg.size)  # (image, mask)
         labels = torch.zeros(batch, dtype=torch.long) if cfg.num_classes else None
         optimizers = {name: _NoStep() for name in system.optimizer_groups}
         return count_macs(lambda: system.train_step(real, labels, 0, optimizers))

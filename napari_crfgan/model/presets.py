@@ -94,6 +94,16 @@ class ModelConfig:
     head_norm: str = "group"
     trunk: str = "plain"  # TRUNKS
     style_mapping_layers: int = 4  # style trunk: MLP layers from z (+ class) to the style vector w
+    # ---- mask-to-volume systems (pix2pix, spade: model/maskgan.py); the latent systems ignore these ----
+    mask_classes: int = 2  # label values 0 .. mask_classes - 1, one-hot encoded (set from the training masks)
+    mask_noise: bool = False  # one N(0, 1) input channel more, for diverse volumes (the seed paper has none)
+    l1_weight: float = 100.0  # weight of L1(G(mask), image) against the adversarial loss (pix2pix's lambda)
+    # stride-2 levels of both mask generators: the seed paper's 7 conv / deconv layers, capped at
+    # log2(size) so that the innermost level keeps at least one voxel (mask_levels)
+    mask_depth: int = 7
+    mask_g_width: int = 64  # generator channels at the first level, doubled per level up to 8x
+    mask_d_width: int = 64  # PatchGAN channels of the first conv, doubled per conv up to 8x
+    spade_hidden: int = 128  # channels of the small conv net that makes each SPADE's scale and shift
 
     def __post_init__(self) -> None:
         for name, allowed in (("trunk_upsampling", TRUNK_UPSAMPLING), ("step", STEPS), ("loss", LOSSES),
@@ -118,6 +128,13 @@ class ModelConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.r1_every < 1 or self.ada_images < 1 or self.style_mapping_layers < 1:
             raise ValueError("r1_every, ada_images and style_mapping_layers must be at least 1")
+        for name in ("mask_depth", "mask_g_width", "mask_d_width", "spade_hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.mask_classes < 2:
+            raise ValueError(f"mask_classes must be at least 2 (background and one structure), got {self.mask_classes}")
+        if not (math.isfinite(self.l1_weight) and self.l1_weight >= 0):
+            raise ValueError(f"l1_weight must be >= 0, got {self.l1_weight}")
         if self.label_smoothing and self.loss not in ("bce", "lsgan"):
             raise ValueError(f"label smoothing needs a loss with a real target (bce or lsgan), not {self.loss}")
         if self.ada_target and not self.augmentations:
@@ -161,6 +178,11 @@ class ModelConfig:
     def max_crop(self) -> int:
         """Largest slab start; also the crop-position normaliser fed to D^H."""
         return self.size - self.slab
+
+    @property
+    def mask_levels(self) -> int:
+        """Stride-2 levels of the mask generators: mask_depth, at most log2(size)."""
+        return min(self.mask_depth, int(math.log2(self.size)))
 
     @property
     def crf_nodes(self) -> int:
@@ -255,6 +277,14 @@ PRESETS: dict[str, ModelConfig] = {
         crf_grid=(2, 2, 2),
         crf_decay_iterations=1000,
     ),
+}
+
+
+#: the mask systems' network sizes at the CPU presets (the paper presets keep ModelConfig's, the seed's).
+#: Not in the presets themselves: a latent system's config, and so every checkpoint's, stays as it was.
+MASK_PRESET_FIELDS: dict[str, dict] = {
+    "small-64": {"mask_depth": 4, "mask_g_width": 16, "mask_d_width": 16, "spade_hidden": 16},
+    "tiny-32": {"mask_depth": 3, "mask_g_width": 8, "mask_d_width": 8, "spade_hidden": 8},
 }
 
 

@@ -1,5 +1,5 @@
-"""What CRF-GAN and HA-GAN share: latent draws, slab crops, the recipe's losses, augmentation and
-penalties, the generator's moving average, optimiser steps."""
+"""What every system shares: the recipe's losses, augmentation and penalties, the generator's moving
+average, optimiser steps, DDP; and what CRF-GAN and HA-GAN share: latent draws, slab crops, G^A + G^H."""
 from __future__ import annotations
 
 import contextlib
@@ -51,31 +51,37 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
 
 
 class GANSystem(nn.Module):
-    """Base of both systems. Subclasses define `networks`, `optimizer_groups` and `train_step`."""
+    """Base of every system. Subclasses define `optimizer_groups` and `train_step` (and, for other networks than
+    the latent systems' G^A, G^H, D^H and E^H, `build_networks` and `ema_parts`)."""
 
     # optimiser name -> (network attribute names, learning-rate field of the config)
     optimizer_groups: dict[str, tuple[tuple[str, ...], str]] = {}
+    ema_parts: tuple[str, ...] = ("trunk", "head")  # the networks sampling runs (their moving average, if any)
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.trunk = StyleTrunk(cfg) if cfg.trunk == "style" else Trunk(cfg)
-        self.head = SubVolumeHead(cfg)
-        self.d_high = SubVolumeDiscriminator(cfg)
-        self.encoder = HalfEncoder(cfg)
+        self.build_networks(cfg)
         self.autocast_dtype: torch.dtype | None = None
         self.scaler: torch.amp.GradScaler | None = None
         # recipe helpers exist only when used, so a paper-recipe state dict is unchanged
         if cfg.augmentations:
             self.augment = Augment(cfg)
-        if cfg.ema_decay:  # G^A + G^H as sampled: their moving average (no gradient, no optimiser)
-            self.ema = nn.ModuleDict({"trunk": copy.deepcopy(self.trunk), "head": copy.deepcopy(self.head)})
+        if cfg.ema_decay:  # the generator as sampled: its moving average (no gradient, no optimiser)
+            self.ema = nn.ModuleDict({name: copy.deepcopy(getattr(self, name)) for name in self.ema_parts})
             self.ema.requires_grad_(False)
+
+    def build_networks(self, cfg: ModelConfig) -> None:
+        """The latent systems' G^A, G^H, D^H and E^H."""
+        self.trunk = StyleTrunk(cfg) if cfg.trunk == "style" else Trunk(cfg)
+        self.head = SubVolumeHead(cfg)
+        self.d_high = SubVolumeDiscriminator(cfg)
+        self.encoder = HalfEncoder(cfg)
 
     # ---- bookkeeping -------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return next(self.trunk.parameters()).device
+        return next(self.parameters()).device
 
     def network_counts(self) -> dict[str, int]:
         return {name: count_parameters(getattr(self, name)) for name in self.network_names}
@@ -159,7 +165,7 @@ class GANSystem(nn.Module):
         if hasattr(self, "ema"):
             decay = min(self.cfg.ema_decay, (1 + iteration) / (10 + iteration))
             with torch.no_grad():
-                for name in ("trunk", "head"):
+                for name in self.ema_parts:
                     live, avg = getattr(self, name), self.ema[name]
                     for a, p in zip(avg.parameters(), live.parameters()):
                         a.lerp_(p, 1.0 - decay)
@@ -258,11 +264,20 @@ class GANSystem(nn.Module):
         with self.autocast():
             return emb, self.net("head")(embedding_slab(emb, crop_idx, self.cfg))
 
-    def sampling_networks(self) -> tuple[nn.Module, nn.Module]:
-        """(G^A, G^H) as sampled: their moving average when the recipe keeps one, else the trained ones."""
+    def sampling_networks(self) -> tuple[nn.Module, ...]:
+        """The generator as sampled ((G^A, G^H) here): the moving average when the recipe keeps one, else the
+        trained networks."""
         if hasattr(self, "ema"):
-            return self.ema["trunk"], self.ema["head"]
-        return self.trunk, self.head
+            return tuple(self.ema[name] for name in self.ema_parts)
+        return tuple(getattr(self, name) for name in self.ema_parts)
+
+    def preview_input(self, seed: int, example: torch.Tensor) -> torch.Tensor:
+        """What `generate` turns into the trainer's preview volume: the latent code of `seed` (class 0 when
+        conditional); `example` is a training item, which mask systems take their mask from."""
+        gen = torch.Generator().manual_seed(seed + 7919)
+        z = torch.randn(1, self.cfg.latent_dim, generator=gen).to(self.device)
+        labels = torch.zeros(1, dtype=torch.long, device=self.device) if self.cfg.num_classes else None
+        return self.condition(z, labels)[0]
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, chunk: int | None = None) -> torch.Tensor:

@@ -10,7 +10,6 @@ checkpoint's options under "history".
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 from ..data import VolumeDataset
 from ..data.cache import file_digest
@@ -29,9 +28,9 @@ def differences(recorded: dict, now: dict) -> list[str]:
 
 
 def data_digest(dataset: VolumeDataset) -> str:
-    """SHA-256 over the names and contents of the volumes a run trains on (the file digests are
-    memoised by the data preparation, so this reads nothing twice)."""
+    """SHA-256 over the names and contents of the files a run trains on, the volumes (and their masks)
+    (the file digests are memoised by the data preparation, so this reads nothing twice)."""
     h = hashlib.sha256()
-    for rel in dataset.files:
-        h.update(rel.encode() + b"\0" + file_digest(Path(dataset.folder) / rel).encode() + b"\n")
+    for name, path in dataset.content_files():
+        h.update(name.encode() + b"\0" + file_digest(path).encode() + b"\n")
     return h.hexdigest()

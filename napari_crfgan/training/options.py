@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import DEMO_DATASETS
-from ..model import PRESETS, SYSTEMS, get_config
+from ..data import DEMO_DATASETS, DEMO_MASKS, MASK_DEMOS
+from ..model import PRESETS, SYSTEMS, get_config, uses_masks
+from ..model.registry import system_fields
 from ..model.presets import AUGMENTATIONS, HEAD_NORMS, LOSSES, STEPS, TRUNKS, UPSAMPLING
 from ..model.recipes import RECIPES, recipe
 from ..runtime import CHECKPOINT_NAME
@@ -38,6 +39,13 @@ def option(default, help: str, choices=None, **kw):
 @dataclass
 class TrainOptions:
     data: str = option("", "dataset folder (.nii, .nii.gz, .npy) or demo-brain|demo-chest", required=True)
+    masks: str = option("", "folder of label masks, one per volume of --data under its name (the mask-to-volume "
+                            "models pix2pix and spade); --masks alone with --data demo-chest: its own masks",
+                        const=DEMO_MASKS)
+    l1_weight: float | None = option(None, "mask models: weight of L1(G(mask), image) against the adversarial loss "
+                                           "(default 100, pix2pix's)")
+    mask_noise: bool | None = option(None, "mask models: a noise input channel, so one mask gives diverse volumes "
+                                           "(default off: deterministic, as the seed paper)")
     out: str | Path = option("runs/crfgan", "run folder (its checkpoint.pt is written there)")
     model: str = option("crfgan", "GAN system", choices=lambda: tuple(SYSTEMS))
     preset: str = option("small-64", "model configuration", choices=lambda: tuple(PRESETS))
@@ -115,6 +123,7 @@ class TrainOptions:
             raise ValueError("choose a data folder or a demo set (data)")
         if self.model not in SYSTEMS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(SYSTEMS)}")
+        self._validate_masks()
         for name in ("iterations", "batch_size", "checkpoint_every", "demo_count", "threads", "processes"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -134,14 +143,39 @@ class TrainOptions:
             raise ValueError(f"resume must be one of {', '.join(RESUME_MODES)}, not {self.resume!r}")
         get_config(self.preset, step=self.step, **self.config_fields())
 
+    def _validate_masks(self) -> None:
+        """A mask model needs masks, and only a mask model takes them (one sentence each, before any work)."""
+        if uses_masks(self.model) and not self.masks:
+            raise ValueError(f"--model {self.model} synthesizes volumes from label masks: give --masks DIR (a mask "
+                             "per volume of --data, same name), or --masks alone with --data demo-chest")
+        if self.masks and not uses_masks(self.model):
+            raise ValueError(f"--masks is for the mask-to-volume models (pix2pix, spade); {self.model} generates "
+                             "from a latent code and does not use masks")
+        if self.masks == DEMO_MASKS and self.data not in MASK_DEMOS:
+            raise ValueError(f"--masks without a folder means the demo set's own masks, and {self.data} has none "
+                             f"({', '.join(MASK_DEMOS)} has); give the folder of its masks")
+        if self.masks and self.conditional:
+            raise ValueError(f"--conditional (classes from labels.csv) is for the latent models; {self.model} is "
+                             "conditioned on its masks")
+        if not uses_masks(self.model) and (self.l1_weight is not None or self.mask_noise is not None):
+            raise ValueError(f"--l1-weight and --mask-noise are for the mask-to-volume models; {self.model} has "
+                             "neither")
+        if self.l1_weight is not None and not (math.isfinite(self.l1_weight) and self.l1_weight >= 0):
+            raise ValueError(f"l1_weight must be >= 0, got {self.l1_weight}")
+        if self.masks and self.checkpoint_activations:
+            raise ValueError(f"--checkpoint-activations is for the latent models: recomputing {self.model}'s "
+                             "BatchNorm layers would count every batch in their statistics twice")
+
     def recipe_fields(self) -> dict:
         """The config fields of the recipe: the named recipe's, then the fields set here."""
         return {**recipe(self.recipe), **{k: getattr(self, k) for k in RECIPE_OPTIONS if getattr(self, k) is not None}}
 
     def config_fields(self) -> dict:
-        """The config fields these options set: the recipe's, then learning rates given here on top."""
-        rates = {k: getattr(self, k) for k in ("lr_g", "lr_d", "lr_e") if getattr(self, k) is not None}
-        return {**self.recipe_fields(), **rates}
+        """The config fields these options set: the system's own (model.registry.system_fields), the recipe's,
+        then the learning rates and mask-model fields given here on top."""
+        given = {k: getattr(self, k) for k in ("lr_g", "lr_d", "lr_e", "l1_weight", "mask_noise")
+                 if getattr(self, k) is not None}
+        return {**system_fields(self.model, self.preset), **self.recipe_fields(), **given}
 
     def record(self) -> dict:
         """The options as plain JSON values (stored in the checkpoint), with the run's identity."""
@@ -149,7 +183,7 @@ class TrainOptions:
         return {**values, "identity": run_identity(self)}
 
 
-IDENTITY_FIELDS = ("data", "demo_count", "seed", "batch_size", "conditional")
+IDENTITY_FIELDS = ("data", "demo_count", "seed", "batch_size", "conditional", "masks")
 
 
 def source_id(data: str) -> str:
@@ -161,6 +195,7 @@ def run_identity(options: TrainOptions) -> dict:
     """What a run folder is started with and must be resumed with (see training/identity.py)."""
     values = {name: getattr(options, name) for name in IDENTITY_FIELDS}
     values["data"] = source_id(options.data)
+    values["masks"] = options.masks if options.masks in ("", DEMO_MASKS) else source_id(options.masks)
     if options.data not in DEMO_DATASETS:
         values["demo_count"] = None  # only means something for demo sets
     return values

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .. import distributed
-from ..data import DatasetError, VolumeDataset, find_split, to_modality_units
+from ..data import DatasetError, VolumeDataset, find_split, open_dataset, to_modality_units
 from ..model import build_system, get_config, system_spec
 from ..runtime import (Checkpoint, CheckpointError, PeakMemory, load_checkpoint, process_device, save_checkpoint,
                        torch_threads)
@@ -47,10 +47,11 @@ def prepare_dataset(options: TrainOptions, progress: Callable[[int, int], None] 
 
 def _load_dataset(options: TrainOptions, progress: Callable[[int, int], None] | None) -> VolumeDataset:
     size = get_config(options.preset).size
-    kw = dict(modality=options.modality, conditional=options.conditional, progress=progress)
+    kw = dict(modality=options.modality, conditional=options.conditional, progress=progress,
+              **({"masks": options.masks} if options.masks else {}))
     split = find_split(options.split, options.out)
     if split is None:
-        return VolumeDataset(options.data, size=size, demo_count=options.demo_count, **kw)
+        return open_dataset(options.data, size=size, demo_count=options.demo_count, **kw)
     if not split.matches(options.data, options.demo_count):
         raise DatasetError(f"{split.path} splits {split.source} (demo count {split.demo_count}), not "
                            f"{options.data}; train with --split none or make a split of this data")
@@ -58,8 +59,9 @@ def _load_dataset(options: TrainOptions, progress: Callable[[int, int], None] | 
 
 
 def _config_for(options: TrainOptions, dataset: VolumeDataset):
+    masks = {"mask_classes": dataset.mask_classes} if options.masks else {}  # the labels the masks hold
     return get_config(options.preset, num_classes=dataset.num_classes if options.conditional else 0,
-                      step=options.step, **options.config_fields())
+                      step=options.step, **options.config_fields(), **masks)
 
 
 def _iteration_seed(seed: int, iteration: int) -> int:
@@ -109,7 +111,7 @@ def _train_loop(options: TrainOptions, dataset: VolumeDataset, cfg, device: torc
     system.train()
 
     labels = torch.tensor(dataset.labels, dtype=torch.long) if cfg.num_classes else None
-    preview_z = _preview_latent(system, options.seed)
+    preview_in = system.preview_input(options.seed, dataset[0])
     loss_labels = system_spec(options.model).loss_labels
     metrics: dict[str, float] = {}
 
@@ -166,7 +168,7 @@ def _train_loop(options: TrainOptions, dataset: VolumeDataset, cfg, device: torc
                 saved_at = done
             preview = None
             if main and options.preview_every and (done % options.preview_every == 0 or done == options.iterations):
-                preview = _preview(system, preview_z, dataset.modality)
+                preview = _preview(system, preview_in, dataset.modality)
             yield TrainReport(
                 iteration=done, iterations=options.iterations, losses=losses,
                 iters_per_s=rate, peak_memory_mb=metrics["peak_memory_mb"],
@@ -199,13 +201,6 @@ def _history(options: TrainOptions, ckpt: Checkpoint, digest: str) -> list[dict]
     if changed:
         history.append({"until_iteration": ckpt.iteration, **before})
     return history
-
-
-def _preview_latent(system, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed + 7919)
-    z = torch.randn(1, system.cfg.latent_dim, generator=gen).to(system.device)
-    labels = torch.zeros(1, dtype=torch.long, device=system.device) if system.cfg.num_classes else None
-    return system.condition(z, labels)[0]
 
 
 def _preview(system, z: torch.Tensor, modality: str) -> np.ndarray:
