@@ -12,7 +12,7 @@ from napari_crfgan._writer import write_image
 from napari_crfgan.data import read_nifti
 
 ROOT = Path(__file__).resolve().parents[1]
-WIDGETS = ["Train", "Model and sample", "CRF consistency map", "Memory and speed"]
+WIDGETS = ["Train", "Model and sample", "CRF consistency map", "Memory and speed", "Synthesize from labels"]
 
 
 def test_manifest_validates_with_imports():
@@ -61,9 +61,13 @@ def test_writer_then_reader_round_trip(tmp_path):
 
 def test_sample_data_are_scaled_volumes():
     [(brain, bk, _)] = demo_brain()
-    [(chest, ck, _)] = demo_chest()
+    [(chest, ck, _), (labels, lk, kind)] = demo_chest()
     assert brain.ndim == chest.ndim == 3
     assert bk["scale"] == (2.0, 2.0, 2.0) and ck["scale"] == (3.0, 2.5, 2.5)
+    # demo-chest's structures as a Labels layer on the image's grid: lungs dark, nothing outside the body bright
+    assert kind == "labels" and labels.shape == chest.shape and lk["scale"] == ck["scale"]
+    np.testing.assert_allclose(lk["affine"], ck["affine"])
+    assert np.median(chest[labels == 10]) < -500 and 14 >= labels.max() and labels.dtype.kind == "u"
     assert ck["contrast_limits"] == CT_WINDOW and chest.min() <= -1000  # HU
     assert bk["contrast_limits"][0] < bk["contrast_limits"][1]
     assert read_nifti(ck["metadata"]["path"]).data.shape == chest.shape

@@ -26,7 +26,7 @@ from napari_crfgan.widgets._helpers import camera_of, grid_of  # noqa: E402
 
 pytestmark = pytest.mark.gui
 PLUGIN = "napari-crfgan"
-WIDGETS = ("Train", "Model and sample", "CRF consistency map", "Memory and speed")
+WIDGETS = ("Train", "Model and sample", "CRF consistency map", "Memory and speed", "Synthesize from labels")
 WAIT_MS = 120_000
 #: the most CPU time the main thread may spend on one event while the model trains
 EVENT_BUDGET_S = 0.100
@@ -197,7 +197,7 @@ def test_every_input_field_has_a_tooltip_and_train_fields_use_the_option_help(ma
         assert not untipped, (name, untipped)
     w = widgets["Train"]
     help_of = {n: f.metadata["help"] for n, f in TrainOptions.__dataclass_fields__.items()}
-    for field, box in [("data", w.data), ("model", w.system), ("preset", w.preset), ("batch_size", w.batch),
+    for field, box in [("data", w.data), ("masks", w.masks), ("model", w.system), ("preset", w.preset), ("batch_size", w.batch),
                        ("iterations", w.iterations), ("device", w.device), ("out", w.out), ("resume", w.resume),
                        ("seed", w.seed), ("checkpoint_every", w.checkpoint_every), ("precision", w.precision),
                        ("step", w.step), ("recipe", w.recipe), ("loss", w.loss), ("upsample", w.upsample),
@@ -301,3 +301,18 @@ def test_all_gpus_trains_one_process_per_gpu_and_the_memory_widget_follows(make_
     assert "2 processes on cuda" in m.choice.text() and "bf16" in m.choice.text()
     choose(w.device, "cpu")
     assert w.state.processes == 1 and "device cpu" in m.choice.text()
+
+
+def test_a_mask_model_on_demo_chest_takes_its_own_masks_and_a_latent_model_none(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    _, w = dock(viewer, "Train")
+    w.data.setEditText("demo-chest")
+    assert w.masks.text() == ""
+    choose(w.system, "pix2pix")
+    assert w.masks.text() == "demo" and w.training_options().masks == "demo"
+    w.training_options().validate()  # a run the trainer accepts
+    choose(w.system, "crfgan")
+    assert w.masks.text() == "" and w.training_options().masks == ""
+    w.masks.setText("/my/masks")  # a folder chosen by hand stays
+    choose(w.system, "spade")
+    assert w.training_options().masks == "/my/masks"

@@ -55,7 +55,8 @@ _bound = False
 
 def _bind() -> None:
     """Import what the form and the run need (torch among it) as this module's globals, once (see `_loading`)."""
-    global _bound, DEMO_DATASETS, PRESETS, SYSTEMS, LOSSES, STEPS, UPSAMPLING, RECIPES, RECOMMENDED, PRECISIONS
+    global _bound, DEMO_DATASETS, DEMO_MASKS, MASK_DEMOS, uses_masks, PRESETS, SYSTEMS, LOSSES, STEPS, UPSAMPLING
+    global RECIPES, RECOMMENDED, PRECISIONS
     global GPUS, TrainOptions, TrainReport, train_in_child, Started, Preparing, Prepared, WorkerGroup, notify_error
     global one_sentence, RunMetrics, training_orientation
     global state_for, DEVICES, SYSTEM_CHOICES, LOSS_LABELS, DIAGNOSTIC_LABELS, DEFAULTS, HELP
@@ -63,8 +64,8 @@ def _bind() -> None:
         return
     import scipy.ndimage  # noqa: F401 (napari imports it for the first image layer: here, off the main thread)
 
-    from ..data import DEMO_DATASETS
-    from ..model import PRESETS, SYSTEMS
+    from ..data import DEMO_DATASETS, DEMO_MASKS, MASK_DEMOS
+    from ..model import PRESETS, SYSTEMS, uses_masks
     from ..model.presets import LOSSES, STEPS, UPSAMPLING
     from ..model.recipes import RECIPES, RECOMMENDED
     from ..runtime import available_devices, gpu_count
@@ -133,6 +134,9 @@ class TrainWidget(LazyWidget):
         self.data.setEditable(True)
         self.data.addItems(DEMO_DATASETS)
         self.data.setToolTip(tip["data"])
+        self.masks = QLineEdit()
+        self.masks.setToolTip(tip["masks"])
+        self.masks.setPlaceholderText(f"latent models: none; demo-chest's own: {DEMO_MASKS}")
         self.modality_box = combo(["auto", "ct", "mri"], "auto", f"{tip['modality']}; auto: CT when the data look "
                                                                  "like HU")
         self.system = combo(SYSTEM_CHOICES, self.state.model, tip["model"])
@@ -151,6 +155,7 @@ class TrainWidget(LazyWidget):
 
         form = QFormLayout()
         form.addRow("Data", path_row(self.data, True, "Dataset folder"))
+        form.addRow("Masks", path_row(self.masks, True, "Masks folder"))
         form.addRow("Modality", self.modality_box)
         form.addRow("System", self.system)
         form.addRow("Preset", self.preset)
@@ -226,6 +231,7 @@ class TrainWidget(LazyWidget):
         for w in (self.system, self.preset, self.device, self.precision):
             w.currentIndexChanged.connect(self._publish_choice)
         self.batch.valueChanged.connect(self._publish_choice)
+        self.system.currentIndexChanged.connect(self._suggest_masks)
         self.out.textChanged.connect(self._show_out)
         self._publish_choice()
         self.viewer.events.theme.connect(self._apply_theme)
@@ -240,6 +246,15 @@ class TrainWidget(LazyWidget):
         if self.out.text() == self._auto_out:  # nobody chose a folder: the default follows the choice
             self._auto_out = str(default_run_folder(f"{s.model}-{s.preset}"))
             self.out.setText(self._auto_out)
+
+    def _suggest_masks(self, *_) -> None:
+        """A mask model on a demo set with masks: its own masks, unless a folder was chosen; a latent model
+        takes none."""
+        mask_model = uses_masks(self.system.currentData())
+        if mask_model and not self.masks.text().strip() and self.data.currentText().strip() in MASK_DEMOS:
+            self.masks.setText(DEMO_MASKS)
+        elif not mask_model and self.masks.text().strip() == DEMO_MASKS:
+            self.masks.clear()
 
     def _device_and_processes(self) -> tuple[str, int]:
         choice = self.device.currentData()
@@ -258,7 +273,8 @@ class TrainWidget(LazyWidget):
         modality = self.modality_box.currentData()
         device, processes = self._device_and_processes()
         return TrainOptions(
-            data=self.data.currentText().strip(), out=self.out.text().strip(), model=self.system.currentData(),
+            data=self.data.currentText().strip(), masks=self.masks.text().strip(), out=self.out.text().strip(),
+            model=self.system.currentData(),
             preset=self.preset.currentData(), iterations=self.iterations.value(), batch_size=self.batch.value(),
             resume=self.resume.isChecked(), device=device, processes=processes, seed=self.seed.value(),
             checkpoint_every=self.checkpoint_every.value(), modality=None if modality == "auto" else modality,
