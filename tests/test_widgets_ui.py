@@ -197,7 +197,8 @@ def test_every_input_field_has_a_tooltip_and_train_fields_use_the_option_help(ma
         assert not untipped, (name, untipped)
     w = widgets["Train"]
     help_of = {n: f.metadata["help"] for n, f in TrainOptions.__dataclass_fields__.items()}
-    for field, box in [("data", w.data), ("masks", w.masks), ("model", w.system), ("preset", w.preset), ("batch_size", w.batch),
+    for field, box in [("data", w.data), ("masks", w.masks), ("model", w.system), ("preset", w.preset),
+                       ("batch_size", w.batch),
                        ("iterations", w.iterations), ("device", w.device), ("out", w.out), ("resume", w.resume),
                        ("seed", w.seed), ("checkpoint_every", w.checkpoint_every), ("precision", w.precision),
                        ("step", w.step), ("recipe", w.recipe), ("loss", w.loss), ("upsample", w.upsample),
