@@ -31,7 +31,7 @@ def test_parameter_counts_match_a_built_system():
     assert state_memory_mb("crfgan", "paper-256") > 800  # 57 M parameters x 16 bytes, counted on meta
 
 
-@pytest.mark.parametrize("preset,batch", [("tiny-32", 1), ("tiny-32", 2), ("small-64", 1), ("small-64", 2)])
+@pytest.mark.parametrize("preset,batch", [("tiny-32", 1), ("small-64", 2)])
 def test_estimate_is_within_25_percent_of_the_trainer(preset, batch, npy_folder, tmp_path):
     with ThreadPoolExecutor(2) as pool:  # two fresh processes side by side: separate address spaces
         estimate = pool.submit(estimate_training_memory, "crfgan", preset, batch, "cpu")

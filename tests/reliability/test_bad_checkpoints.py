@@ -12,6 +12,7 @@ import re
 import pytest
 import torch
 
+from napari_crfgan.model import SYSTEMS
 from napari_crfgan.runtime import CheckpointError, load_checkpoint
 from napari_crfgan.sampling import Sampler
 from napari_crfgan.training import TrainOptions, run_training
@@ -61,7 +62,7 @@ def test_values_of_the_wrong_kind(tampered):
     refused(tampered(lambda raw: raw.update(data=5)), ": 'data' must be str, not int")
     refused(tampered(lambda raw: raw.update(iteration="7")), ": 'iteration' must be int, not str")
     refused(tampered(lambda raw: raw.update(model="vae")),
-            " holds an unknown model 'vae' (this napari-crfgan has crfgan, hagan, crfgan-nocrf)")
+            f" holds an unknown model 'vae' (this napari-crfgan has {', '.join(SYSTEMS)})")
 
 
 @pytest.mark.parametrize("spacing", [[math.nan] * 3, [-1.0, 1.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0]])
