@@ -704,7 +704,8 @@ def load_volume(
     return data, spacing
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def read_npy(path: Path) -> np.ndarray:
+    """A .npy volume as stored (its dtype kept), squeezed to 3D; VolumeError saying what is wrong."""
     try:
         arr = np.load(path, allow_pickle=False)
     except Exception as exc:
@@ -712,8 +713,11 @@ def _load_npy(path: Path) -> np.ndarray:
     if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
         raise VolumeError(f"not a numeric array (dtype {getattr(arr, 'dtype', '?')})")
     _check_shape(arr.shape)
-    arr = arr.reshape(_squeeze_to_3d(arr.shape))
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    return arr.reshape(_squeeze_to_3d(arr.shape))
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    return np.ascontiguousarray(read_npy(path), dtype=np.float32)
 
 
 def validate_volume(data: np.ndarray, allow_nan: bool = False) -> None:

@@ -28,8 +28,7 @@ from .cache import cache_key, file_digest
 from .dataset import DatasetError, VolumeDataset, find_volume_files
 from .demo import MASK_DEMOS, demo_masks_folder
 from .label_names import read_label_names
-from .nifti import (VOLUME_SUFFIXES, VolumeError, _check_shape, _short, _squeeze_to_3d, check_regular_file,
-                    load_volume, read_nifti, volume_grid)
+from .nifti import VOLUME_SUFFIXES, VolumeError, check_regular_file, load_volume, read_npy, read_nifti, volume_grid
 from .preprocess import preprocess_labels
 
 __all__ = ["DEMO_MASKS", "MAX_LABEL", "PairedDataset", "as_labels", "open_dataset", "read_labels"]
@@ -59,14 +58,7 @@ def read_labels(path: Path) -> np.ndarray:
     """An integer label map (D, H, W) from a NIfTI (reoriented as the images are) or .npy file; VolumeError
     naming what is wrong with one that is not."""
     if path.name.lower().endswith(".npy"):
-        try:
-            data = np.load(path, allow_pickle=False)
-        except Exception as exc:
-            raise VolumeError(f"unreadable or corrupt .npy file ({_short(exc, path=path)})") from None
-        if not isinstance(data, np.ndarray) or data.dtype.kind not in "biuf":
-            raise VolumeError(f"not a numeric array (dtype {getattr(data, 'dtype', '?')})")
-        _check_shape(data.shape)
-        data = data.reshape(_squeeze_to_3d(data.shape))
+        data = read_npy(path)
     else:
         data = read_nifti(path, keep_integers=True).data
     return as_labels(data)

@@ -13,7 +13,7 @@ import numpy as np
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit,
-                            QPushButton, QScrollArea, QSpinBox, QWidget)
+                            QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget)
 
 from .._reader import image_layer_kwargs
 from ..data.nifti import display_orientation, make_geometry
@@ -92,6 +92,17 @@ def scroll_area(body: QWidget) -> QScrollArea:
     area.setFrameShape(QFrame.Shape.NoFrame)
     area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     return area
+
+
+def scrolling_form(form, *below: QWidget) -> QScrollArea:
+    """A dock's page: `form`, then `below` one under the other, top-aligned, in a `scroll_area`."""
+    body = QWidget()
+    layout = QVBoxLayout(body)
+    layout.addLayout(form)
+    for w in below:
+        layout.addWidget(w)
+    layout.addStretch()
+    return scroll_area(body)
 
 
 def breakable(text: str) -> str:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import napari
 import numpy as np
-from qtpy.QtWidgets import QDoubleSpinBox, QFileDialog, QFormLayout, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QDoubleSpinBox, QFileDialog, QFormLayout, QPushButton
 
-from ._helpers import WrapLabel, combo, grid_of, scroll_area, start_worker
+from ._helpers import WrapLabel, combo, grid_of, scrolling_form, start_worker
 from ._loading import LazyWidget, bound_getattr
 
 MODULES = ("torch", "napari_crfgan.sampling", "napari_crfgan.widgets._workers", "napari_crfgan.widgets._state")
@@ -107,13 +107,7 @@ class ConsistencyWidget(LazyWidget):
         form.addRow("Colormap", self.colormap)
         form.addRow("Opacity", self.opacity)
         form.addRow("Blending", self.blending)
-        body = QWidget()
-        layout = QVBoxLayout(body)
-        layout.addLayout(form)
-        layout.addWidget(self.compute_button)
-        layout.addWidget(self.legend)
-        layout.addStretch()
-        self.layout().addWidget(scroll_area(body))
+        self.layout().addWidget(scrolling_form(form, self.compute_button, self.legend))
 
         self.open_button.clicked.connect(self.open_checkpoint)
         self.compute_button.clicked.connect(self.compute)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import napari
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QCheckBox, QFormLayout, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QFormLayout, QLineEdit, QPushButton
 
-from ._helpers import WrapLabel, combo, path_row, scroll_area, start_worker
+from ._helpers import WrapLabel, combo, path_row, scrolling_form, start_worker
 from ._loading import LazyWidget, bound_getattr
 
 MODULES = ("torch", "napari_crfgan.synthesis", "napari_crfgan.widgets._workers")
@@ -86,13 +86,7 @@ class SynthesizeWidget(LazyWidget):
         form.addRow(self.model)
         form.addRow("Labels", self.layer)
         form.addRow("", self.live)
-        body = QWidget()
-        layout = QVBoxLayout(body)
-        layout.addLayout(form)
-        layout.addWidget(self.run_button)
-        layout.addWidget(self.status)
-        layout.addStretch()
-        self.layout().addWidget(scroll_area(body))
+        self.layout().addWidget(scrolling_form(form, self.run_button, self.status))
 
         self._pause = QTimer(self)
         self._pause.setSingleShot(True)
