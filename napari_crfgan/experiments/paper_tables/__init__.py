@@ -2,7 +2,7 @@
 
 The systems of :data:`~.budgets.MODELS` (CRF-GAN, HA-GAN and CRF-GAN without CRF) are
 trained on the same demo data, with the same preset, batch size, iterations and seed,
-then compared in five tables written to ``results.md`` (with PNG figures beside it,
+then compared in six tables written to ``results.md`` (with PNG figures beside it,
 under ``images/``):
 
 1. realism on ``demo-brain`` (unconditional): FD, KID, MMD, coverage and the seam
@@ -15,7 +15,10 @@ under ``images/``):
 4. training iterations/s at batch 2 (paper-64 and paper-128), medians with their range;
 5. the augmentation task on ``demo-chest`` (nodule / no-nodule) with conditional
    generators trained on the real training split only
-   (:func:`~napari_crfgan.experiments.downstream.run_augmentation`).
+   (:func:`~napari_crfgan.experiments.downstream.run_augmentation`);
+6. mask synthesis on ``demo-chest`` with its masks (pix2pix): a segmenter's Dice on held-out real pairs when
+   trained on real, real + synthetic and synthetic pairs, FD / KID, mean HU per structure and a painted
+   nodule (:mod:`~napari_crfgan.experiments.mask_eval`; ``crfgan mask-eval`` reruns this table alone).
 
 Budgets (:data:`BUDGETS`): ``tiny`` (tiny-32, a few iterations: for tests),
 ``small`` (small-64 on a 2-core CPU), ``paper``
@@ -47,11 +50,12 @@ from ...runtime import resolve_device, torch_threads
 from .budgets import BUDGETS, PAPER, Budget, PaperTablesError
 from .figures import IMAGE_DIR, draw_figures, require_matplotlib
 from .markdown import render_markdown, write_markdown
-from .parts import count_parameters, measure_augmentation, measure_hardware, measure_realism
+from ..mask_report import mask_markdown, put_section
+from .parts import count_parameters, measure_augmentation, measure_hardware, measure_mask_synthesis, measure_realism
 from .provenance import command_line, git_commit, machine_info
 
 __all__ = ["BUDGETS", "PAPER", "Budget", "PaperTablesError", "command_line", "machine_info", "render_markdown",
-           "run_paper_tables"]
+           "run_paper_tables", "run_mask_table"]
 
 
 def _resolve_budget(budget: str | Budget, threads: int | None, device: str) -> Budget:
@@ -121,6 +125,7 @@ def _run(budget: Budget, plt, out: Path, work: Path, device: str, command: str, 
                                           budget, work, device, log)
     augmentation = timed("Table 5: conditional training on demo-chest, classifier seeds", measure_augmentation,
                          budget, work, device, log)
+    mask = timed("Table 6: mask synthesis on demo-chest", measure_mask_synthesis, budget, work, device, log)
     hardware = timed("Tables 3 and 4: bench", measure_hardware, budget, log)
     images = out / IMAGE_DIR
     figures = timed("figures", draw_figures, plt, images, realism, real, samples, train, hardware,
@@ -132,7 +137,7 @@ def _run(budget: Budget, plt, out: Path, work: Path, device: str, command: str, 
         "command": command, "commit": commit, "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine, "device": device, "timings": timings, "total_seconds": total,
         "params": params, "realism": realism, "hardware": hardware, "augmentation": augmentation,
-        "figures": figures,
+        "mask_synthesis": mask, "figures": figures,
     }
     json_path = work / "results.json"
     json_path.write_text(json.dumps(raw, indent=1, default=_json_default))
@@ -140,6 +145,23 @@ def _run(budget: Budget, plt, out: Path, work: Path, device: str, command: str, 
     write_markdown(out / "results.md", ctx)
     log(f"wrote {out / 'results.md'} and {len(figures)} figures in {images} ({total / 60:.1f} min)")
     return raw
+
+
+def run_mask_table(budget: str | Budget = "small", out: str | os.PathLike = "docs",
+                   work: str | os.PathLike = "runs/paper-tables", device: str = "cpu", threads: int | None = -1,
+                   command: str | None = None, progress: Callable[[str], None] | None = None) -> dict:
+    """`crfgan mask-eval`: Table 6 alone (the same code and work folder as paper-tables), put into
+    ``<out>/results.md`` in place of an earlier Table 6; returns the result with its section as "markdown"."""
+    budget = _resolve_budget(budget, threads, device)
+    log = progress or (lambda msg: None)
+    command = command or "python -c 'run_mask_table(...)'"
+    with torch_threads(budget.threads or None, flush_denormal=resolve_device(device).type == "cpu"):
+        result = measure_mask_synthesis(budget, Path(work) / budget.name, device, log)
+        result["provenance"] = {"commit": git_commit(), "machine": machine_info(),  # the threads it ran with
+                                "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+    section = mask_markdown(result, command)
+    put_section(Path(out) / "results.md", section)
+    return {**result, "markdown": section}
 
 
 def _json_default(obj):

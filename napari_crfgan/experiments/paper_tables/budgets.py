@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..downstream import AugmentationSettings
+from ..mask_eval import MaskEvalSettings
+from ..segmentation import SegmenterSettings
 
 
 #: The systems compared, in table order: the paper's two, then the ablation (CRF-GAN with the
@@ -42,6 +44,7 @@ class Budget:
     paired_boot: int = 200  # bootstrap replicates of the paired differences (Table 1)
     workers: int = 3  # GAN training processes at once when parallel_training
     aug_settings: AugmentationSettings = field(default_factory=AugmentationSettings)
+    mask_eval: MaskEvalSettings = field(default_factory=MaskEvalSettings)  # Table 6 (the budget's preset and batch)
     eval_options: dict = field(default_factory=dict)  # passed to evaluate()
     param_presets: tuple[str, ...] = ("paper-64", "paper-128", "paper-256")
     memory_presets: tuple[str, ...] = ("paper-64", "paper-128")  # measured on bench_device
@@ -72,12 +75,17 @@ BUDGETS: dict[str, Budget] = {
                       "msssim_pairs": 4, "n_boot": 50},
         memory_presets=("tiny-32",), memory_batches=(2,), speed_iterations=2, speed_repeats=2,
         cuda_presets=("tiny-32",), bench_threads=1,
+        # 12 volumes: the ones Table 5 made (4 train / 4 val / 4 test); a 2-voxel ball fits a tiny-32 lung
+        mask_eval=MaskEvalSettings(count=12, iterations=4, seg_seeds=(0, 1), nodule_radius=2.0, nodule_shell=1.0,
+                                   segmenter=SegmenterSettings(steps=4, width=4),
+                                   eval_options={"features": ("shallow",), "seeds": (0,), "kid_subsets": 10,
+                                                 "mmd_permutations": 20, "msssim_pairs": 4, "n_boot": 20}),
     ),
     "small": Budget(
         name="small",
         description="small-64 models on CPU (2 cores), about 100 minutes: 3 systems x 3 training seeds on "
                     "demo-brain, 3 systems x 3 splits x 3 training seeds on demo-chest, three processes of one "
-                    "torch thread at a time",
+                    "torch thread at a time; Table 6 (pix2pix, 400 iterations, 9 segmenters) adds about 40 minutes",
         gan_preset="small-64", gan_batch_size=4, brain_count=60, brain_iterations=500, num_samples=32,
         chest_count=80, chest_iterations=250, aug_seeds=5,
         aug_settings=AugmentationSettings(), parallel_training=True,
@@ -88,6 +96,8 @@ BUDGETS: dict[str, Budget] = {
         gan_preset="paper-256", gan_batch_size=4, brain_count=512, brain_iterations=80_000, num_samples=512,
         chest_count=512, chest_iterations=40_000, aug_seeds=10, paired_boot=1000,
         aug_settings=AugmentationSettings(max_epochs=100, patience=10, batch_size=8, width=16),
+        mask_eval=MaskEvalSettings(count=200, iterations=40_000,
+                                   segmenter=SegmenterSettings(steps=4000, batch_size=4, width=16)),
         memory_presets=("paper-64", "paper-128", "paper-256"), bench_device="cuda", cuda_presets=(),
         threads=None, needs_cuda=True, parallel_training=False,
     ),

@@ -1,4 +1,4 @@
-"""results.md: the five tables, their method notes, the commentary and the timings.
+"""results.md: the six tables, their method notes, the commentary and the timings.
 
 :func:`write_markdown` renders a run's context (the raw results plus the Budget, the image
 folder and the JSON path) one section at a time; :func:`render_markdown` rebuilds that
@@ -14,6 +14,8 @@ from pathlib import Path
 from ...evaluation import to_markdown
 from ...model import display_name
 from ..downstream import AugmentationSettings, augmentation_markdown
+from ..mask_eval import settings_from_record
+from ..mask_report import mask_markdown
 from .budgets import MODELS, PAPER, Budget
 from .parts import HEADLINE
 from .commentary import differences
@@ -346,6 +348,12 @@ def _augmentation_section(ctx: dict) -> list[str]:
     ]
 
 
+def _mask_section(ctx: dict) -> list[str]:
+    """Table 6 (absent from runs made before it existed)."""
+    mask = ctx.get("mask_synthesis")
+    return mask_markdown(mask, ctx["command"]).splitlines() if mask else []
+
+
 def _closing(ctx: dict) -> list[str]:
     return [
         "## Where this run differs from the paper",
@@ -363,7 +371,8 @@ def _closing(ctx: dict) -> list[str]:
     ]
 
 
-SECTIONS = (_header, _realism_section, _parameters_section, _hardware_sections, _augmentation_section, _closing)
+SECTIONS = (_header, _realism_section, _parameters_section, _hardware_sections, _augmentation_section, _mask_section,
+            _closing)
 
 
 def write_markdown(path: Path, ctx: dict) -> None:
@@ -377,6 +386,8 @@ def render_markdown(json_path: str | os.PathLike, out: str | os.PathLike) -> Pat
     b = dict(raw["budget"])
     b["aug_settings"] = AugmentationSettings(**{k: tuple(v) if isinstance(v, list) else v
                                                 for k, v in b["aug_settings"].items()})
+    if "mask_eval" in b:
+        b["mask_eval"] = settings_from_record(b["mask_eval"])
     budget = Budget(**{k: tuple(v) if isinstance(v, list) else v for k, v in b.items()})
     hardware = dict(raw["hardware"])
     for source in ("memory", "cuda"):  # JSON made the batch sizes strings

@@ -1,10 +1,12 @@
-"""The measurements behind the five tables, one function per part of the run.
+"""The measurements behind the six tables, one function per part of the run.
 
 - parameters (Table 2): exact counts per network, built on the meta device;
 - realism (Table 1): every system trained on demo-brain, the same latent seeds sampled
   from each, scored by :func:`~napari_crfgan.evaluation.evaluate` against the real volumes;
 - augmentation (Table 5): conditional generators trained on demo-chest's real training
   split only, then :func:`~napari_crfgan.experiments.downstream.run_augmentation`;
+- mask synthesis (Table 6): :func:`~napari_crfgan.experiments.mask_eval.run_mask_eval` at the budget's
+  preset and batch;
 - hardware (Tables 3 and 4): :func:`~napari_crfgan.experiments.bench.bench` of :data:`MODELS` per preset
   and batch (medians over alternating repeats, static and activation memory).
 """
@@ -26,6 +28,7 @@ from ...sampling import Sampler
 from ...training import TrainOptions
 from ..bench import bench
 from ..downstream import combine_augmentation, run_augmentation, write_split_folder
+from ..mask_eval import run_mask_eval
 from .budgets import MODELS, Budget
 from ..runs import train_all
 
@@ -160,6 +163,11 @@ def measure_augmentation(budget: Budget, work: Path, device: str, log) -> dict:
     combined = combine_augmentation(results)
     combined["generator_train_count"] = results[0]["generator_train_count"]
     return combined
+
+
+def measure_mask_synthesis(budget: Budget, work: Path, device: str, log) -> dict:
+    """Table 6: the mask-to-volume GAN judged by segmentation, FD / KID, intensities and a painted nodule."""
+    return run_mask_eval(budget.mask_eval, budget.gan_preset, budget.gan_batch_size, work / "mask", device, log)
 
 
 def _bench(preset: str, batch: int, its: int, reps: int, device: str, threads, log) -> dict:
