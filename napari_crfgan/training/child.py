@@ -30,8 +30,8 @@ import warnings
 from typing import Iterator
 
 from .options import TrainOptions
-from .ranks import POLL_S, train_on_ranks
-from .sending import Prepared, Preparing, Started, portable, relay_warnings, resolve, train_and_send
+from .ranks import train_on_ranks
+from .sending import POLL_S, Prepared, Preparing, Started, portable, relay_warnings, resolve, train_and_send
 from .trainer import TrainingError
 
 __all__ = ["Prepared", "Preparing", "Started", "train_in_child"]

@@ -22,20 +22,19 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from multiprocessing.connection import Client, Listener
 from pathlib import Path
 from typing import Callable
 
 from .. import distributed
-from .sending import portable, relay_warnings, train_and_send
+from .sending import POLL_S, portable, relay_warnings, train_and_send
 from .options import TrainOptions
 from .trainer import TrainingError
 
 ADDRESS_ENV = "NAPARI_CRFGAN_PARENT"  # host:port of the child's listener, for rank 0
 KEY_ENV = "NAPARI_CRFGAN_KEY"  # the listener's one-time key, in hex
-#: how often (seconds) a waiting parent looks at its stop request and at its child
-POLL_S = 0.1
 
 
 def torchrun_command(processes: int) -> list[str]:
@@ -93,7 +92,7 @@ def _relay(proc: subprocess.Popen, connections: list, send, stopping) -> tuple[b
         if conn is None:
             if proc.poll() is not None:
                 return ended, error
-            threading.Event().wait(POLL_S)
+            time.sleep(POLL_S)
             continue
         try:
             if not conn.poll(POLL_S):

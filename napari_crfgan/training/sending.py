@@ -17,6 +17,10 @@ from .options import TrainOptions
 from .trainer import prepare_dataset
 
 
+#: how often (seconds) a waiting parent looks at its stop request and at its child
+POLL_S = 0.1
+
+
 @dataclass(frozen=True)
 class Started:
     """The child process runs (its id, for the user and for tests)."""

@@ -17,14 +17,13 @@ import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox, QFormLayout, QLineEdit, QPushButton
 
+from .._reader import display_limits
 from ._helpers import WrapLabel, combo, path_row, scrolling_form, start_worker
 from ._loading import LazyWidget, bound_getattr
 
 MODULES = ("torch", "napari_crfgan.synthesis", "napari_crfgan.widgets._workers")
 #: after an edit, wait this long (ms) for the next stroke before synthesizing again
 EDIT_PAUSE_MS = 400
-#: the display window of a synthesized volume, per modality
-CONTRAST = {"ct": (-1000.0, 400.0), "mri": (0.0, 1.0)}
 _bound = False
 
 
@@ -186,8 +185,7 @@ class SynthesizeWidget(LazyWidget):
             layer.data = volume
         else:
             layer = self.viewer.add_image(volume, name=name, colormap="gray",
-                                          contrast_limits=CONTRAST.get(modality, (float(volume.min()),
-                                                                                  float(volume.max()))))
+                                          contrast_limits=display_limits(volume, modality))  # as the reader's
             self.viewer.layers.move(self.viewer.layers.index(layer), self.viewer.layers.index(source))
         copy_grid(source, layer)
         layer.metadata["synthesized_from"] = source.name
